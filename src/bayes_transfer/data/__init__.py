@@ -1,0 +1,1 @@
+"""Datasets and data utilities (the embedded sklearn-digits tasks, class-balanced subsampling)."""
