@@ -262,7 +262,9 @@ def load_backbone_state(
     Returns the list of keys that were loaded.
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+        raise TypeError(
+            f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}"
+        )
     incoming: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         name = _strip_module_prefix(key)

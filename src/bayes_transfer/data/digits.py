@@ -209,13 +209,15 @@ def load_digits_tasks(
     split_seed = _check_int("split_seed", split_seed, 0)
     n_test = _check_int("n_test", n_test, 1)
     n_val = _check_int("n_val", n_val, 0)
-    if not isinstance(shift_strength, (int, float)) or not (0.0 <= float(shift_strength) < math.inf):
+    finite = isinstance(shift_strength, (int, float)) and math.isfinite(shift_strength)
+    if not finite or shift_strength < 0:
         raise ValueError(f"shift_strength must be a finite number >= 0, got {shift_strength!r}")
     arrays = _build(split_seed, n_test, n_val, float(shift_strength))
 
     def dataset(key: str, labels: str) -> TensorDataset:
         idx = arrays[key]
-        return TensorDataset(torch.from_numpy(arrays["x"][idx]), torch.from_numpy(arrays[labels][idx]))
+        x = torch.from_numpy(arrays["x"][idx])
+        return TensorDataset(x, torch.from_numpy(arrays[labels][idx]))
 
     test_y = torch.from_numpy(arrays["y_down"][arrays["test"]])
     return DigitsData(

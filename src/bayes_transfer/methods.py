@@ -1,0 +1,151 @@
+"""The paper's downstream methods, with the names of its tables.
+
+=====================  ==============  ===============================================================
+method                 inference       backbone prior
+=====================  ==============  ===============================================================
+sgd_transfer           SGD             zero-mean isotropic (weight decay), pre-trained initialisation
+sgd_learned_prior      SGD (MAP)       learned SWAG prior, covariance rescaled by lambda
+bnn_learned_prior      SGHMC / SGLD    learned SWAG prior, covariance rescaled by lambda; BMA
+bnn_isotropic_prior    SGHMC / SGLD    zero-mean isotropic N(0, alpha I) ("non-learned"); BMA
+sgd_ensemble           SGD x M         M independently seeded sgd_transfer members, probabilities averaged
+sgd_learned_mean       SGD (MAP)       isotropic alpha I centred at the pre-trained weights (Fig. 3c)
+bnn_learned_mean       SGHMC / SGLD    isotropic alpha I centred at the pre-trained weights (Fig. 3c); BMA
+=====================  ==============  ===============================================================
+
+The new head always gets a zero-mean isotropic prior (``head_weight_decay``). Every method starts from
+the pre-trained feature extractor and a freshly initialised head (seeded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .bma import BayesianModelAverage
+from .models import build_model, load_backbone_state, replace_head, split_named_parameters
+from .prior import GaussianPrior
+from .train import FitResult, Hyper, fit
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    bayesian: bool  # SG-MCMC with a Bayesian model average (else SGD)
+    prior: str  # "weight_decay" | "learned" | "isotropic_zero" | "isotropic_mean"
+    ensemble: bool = False
+
+
+METHODS: dict[str, MethodSpec] = {
+    "sgd_transfer": MethodSpec(False, "weight_decay"),
+    "sgd_learned_prior": MethodSpec(False, "learned"),
+    "bnn_learned_prior": MethodSpec(True, "learned"),
+    "bnn_isotropic_prior": MethodSpec(True, "isotropic_zero"),
+    "sgd_ensemble": MethodSpec(False, "weight_decay", ensemble=True),
+    "sgd_learned_mean": MethodSpec(False, "isotropic_mean"),
+    "bnn_learned_mean": MethodSpec(True, "isotropic_mean"),
+}
+
+#: the five methods of the paper's data-size tables (Tables 2-13)
+TABLE_METHODS = ("sgd_transfer", "sgd_learned_prior", "bnn_learned_prior", "bnn_isotropic_prior", "sgd_ensemble")
+
+
+def downstream_model(arch: str, pretrained_state: Mapping[str, torch.Tensor], num_classes: int, seed: int,
+                     arch_kwargs: dict | None = None) -> nn.Module:
+    """The pre-trained feature extractor with a new, seeded head for ``num_classes``."""
+    model = build_model(arch, num_classes, **(arch_kwargs or {}))
+    load_backbone_state(model, pretrained_state)
+    torch.manual_seed(seed)
+    replace_head(model, num_classes)
+    return model
+
+
+def prepare_learned_prior(prior: GaussianPrior, hp: Hyper) -> GaussianPrior:
+    """Truncate to ``hp.prior_rank`` (if set) and rescale the covariance by ``hp.prior_scale``."""
+    if hp.prior_rank is not None:
+        prior = prior.truncate(int(hp.prior_rank), how=hp.prior_truncation)
+    return prior.rescale(hp.prior_scale, convention=hp.prior_convention)
+
+
+def backbone_prior_for(method: str, model: nn.Module, hp: Hyper, learned_prior: GaussianPrior | None
+                       ) -> tuple[GaussianPrior | None, Hyper]:
+    """The backbone prior of ``method`` and the hyper-parameters with its weight decay set."""
+    spec = METHODS[method]
+    if spec.prior == "weight_decay":
+        return None, hp
+    if spec.prior == "isotropic_zero":
+        # N(0, alpha I) on the backbone == weight decay 1 / (N alpha) on the mean per-datum potential;
+        # the optimizer applies it, the caller sets N through hp (see run_method)
+        return None, hp
+    backbone, _ = split_named_parameters(model)
+    if spec.prior == "isotropic_mean":
+        return GaussianPrior.isotropic(backbone, hp.isotropic_variance, centred_at_params=True), hp
+    if learned_prior is None:
+        raise ValueError(f"method {method!r} needs a learned prior")
+    return prepare_learned_prior(learned_prior, hp), hp
+
+
+def run_method(
+    method: str,
+    *,
+    arch: str,
+    pretrained_state: Mapping[str, torch.Tensor],
+    num_classes: int,
+    train_set: Dataset,
+    eval_sets: Mapping[str, Dataset],
+    hp: Hyper,
+    seed: int,
+    learned_prior: GaussianPrior | None = None,
+    device="cpu",
+    arch_kwargs: dict | None = None,
+) -> FitResult:
+    """Fit ``method`` once (or M times for the ensemble) and return its predictive probabilities."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    spec = METHODS[method]
+    n = len(train_set)
+    if spec.prior == "isotropic_zero":
+        hp = Hyper.from_dict(hp.to_dict() | {"weight_decay": 1.0 / (n * hp.isotropic_variance)})
+    elif spec.prior != "weight_decay":
+        hp = Hyper.from_dict(hp.to_dict() | {"weight_decay": 0.0})
+    inference = hp.sampler if spec.bayesian else "sgd"
+    if spec.ensemble:
+        members = hp.ensemble_size or hp.cycles * hp.samples_per_cycle
+        bma, results = BayesianModelAverage(), []
+        for m in range(members):
+            member_seed = seed * 1000 + m
+            model = downstream_model(arch, pretrained_state, num_classes, member_seed, arch_kwargs)
+            res = fit(model, train_set, inference="sgd", hp=hp, eval_sets=eval_sets, seed=member_seed,
+                      device=device, desc=f"{method}[{m}]")
+            results.append(res)
+            if not res.success:
+                return FitResult({}, False, f"member {m}: {res.reason}", bma.num_samples,
+                                 sum(r.steps_run for r in results), sum(r.wall_time_s for r in results),
+                                 res.history)
+            bma.add(res.probs)
+        return FitResult(bma.probs(), True, "", bma.num_samples, sum(r.steps_run for r in results),
+                         sum(r.wall_time_s for r in results), results[-1].history)
+    model = downstream_model(arch, pretrained_state, num_classes, seed, arch_kwargs)
+    prior, hp = backbone_prior_for(method, model, hp, learned_prior)
+    return fit(model, train_set, inference=inference, hp=hp, eval_sets=eval_sets, backbone_prior=prior,
+               seed=seed, device=device, desc=method)
+
+
+def _method_function(name: str):
+    def run(**kwargs) -> FitResult:
+        return run_method(name, **kwargs)
+
+    run.__name__ = name
+    run.__doc__ = f"Run ``{name}`` (see the module table); keyword arguments as :func:`run_method`."
+    return run
+
+
+sgd_transfer = _method_function("sgd_transfer")
+sgd_learned_prior = _method_function("sgd_learned_prior")
+bnn_learned_prior = _method_function("bnn_learned_prior")
+bnn_isotropic_prior = _method_function("bnn_isotropic_prior")
+sgd_ensemble = _method_function("sgd_ensemble")
+sgd_learned_mean = _method_function("sgd_learned_mean")
+bnn_learned_mean = _method_function("bnn_learned_mean")

@@ -1,0 +1,105 @@
+"""Source-task objectives and pre-training: supervised cross-entropy and SimCLR (NT-Xent).
+
+At paper scale the source checkpoints are ImageNet models (downloaded once, converted by name); on the
+embedded default they are trained here on the source digits. The same :class:`SourceObjective` is used
+again when the prior is learned (SWAG fine-tuning on the source loss, :mod:`bayes_transfer.learn_prior`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .losses import ProjectionHead, nt_xent
+from .models import build_model
+from .train import batches
+
+log = logging.getLogger("bayes_transfer.pretrain")
+
+PRETRAININGS = ("supervised", "simclr")
+
+
+class SourceObjective(nn.Module):
+    """The source loss of a pre-training: ``loss(model, x, y) -> scalar``.
+
+    ``supervised``: cross-entropy of the model's own head ``fc`` on the source labels.
+    ``simclr``: NT-Xent (temperature 0.1) between projections of two augmented views; the projection
+    head is part of this objective (never of the prior). ``augment(x, generator)`` makes a view.
+    """
+
+    def __init__(self, kind: str, feature_dim: int = 0, augment: Callable | None = None,
+                 temperature: float = 0.1, proj_layers: int = 2, proj_dim: int = 64, seed: int = 0):
+        super().__init__()
+        if kind not in PRETRAININGS:
+            raise ValueError(f"pre-training must be one of {PRETRAININGS}, got {kind!r}")
+        self.kind = kind
+        self.temperature = temperature
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(seed + 104729)
+        if kind == "simclr":
+            if augment is None:
+                raise ValueError("simclr needs an augment(x, generator) function for its two views")
+            self.projector = ProjectionHead(feature_dim, feature_dim, proj_dim, layers=proj_layers)
+
+    def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if self.kind == "supervised":
+            return F.cross_entropy(model(x), y)
+        x_cpu = x.detach().cpu()
+        v1 = self.augment(x_cpu, self.generator).to(x.device)
+        v2 = self.augment(x_cpu, self.generator).to(x.device)
+        z1 = self.projector(model.features(v1))
+        z2 = self.projector(model.features(v2))
+        return nt_xent(z1, z2, self.temperature)
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    log_every: int = 100
+
+
+def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: PretrainConfig, *,
+             augment: Callable | None = None, seed: int = 0, device="cpu", arch_kwargs: dict | None = None
+             ) -> tuple[nn.Module, SourceObjective, list[dict]]:
+    """Train a model from scratch on the source task; returns (model, objective, history).
+
+    For SimCLR the model's ``fc`` is untouched (the head is trained downstream); the objective carries
+    the trained projection head, which the prior-learning step continues to use.
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes, **(arch_kwargs or {})).to(device).train()
+    objective = SourceObjective(kind, model.feature_dim, augment=augment, seed=seed).to(device)
+    params = list(model.parameters()) + list(objective.parameters())
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    stream = batches(train_set, cfg.batch_size, gen, device)
+    history, t0 = [], time.perf_counter()
+    for step in range(cfg.steps):
+        lr = cfg.lr * 0.5 * (math.cos(math.pi * step / cfg.steps) + 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        xb, yb = next(stream)
+        loss = objective(model, xb, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"pre-training ({kind}) diverged at step {step}: loss {value}")
+            history.append({"step": step, "lr": lr, "loss": value, "time_s": time.perf_counter() - t0})
+            log.info("pretrain %s step %d/%d loss %.4f lr %.3g", kind, step, cfg.steps, value, lr)
+    return model, objective, history
