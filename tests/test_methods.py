@@ -125,3 +125,15 @@ def test_demo_command_runs(tmp_path):
     for method in METHODS:
         assert method in out.stdout
     assert "total" in out.stdout
+
+
+def test_sample_checkpoints_are_optional(setup, tmp_path):
+    from bayes_transfer.methods import downstream_model
+    from bayes_transfer.train import fit
+
+    data, state, _ = setup
+    model = downstream_model("small_resnet", state, 5, seed=0)
+    res = fit(model, train_subset(data, 10, 0), inference="sgld", hp=FAST, eval_sets={"val": data.val},
+              seed=0, sample_dir=str(tmp_path / "samples"))
+    assert res.success and res.num_samples == 4
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [f"sample_00{i}.pt" for i in range(4)]

@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import torch
@@ -166,6 +167,7 @@ def fit(
     device: torch.device | str = "cpu",
     desc: str = "fit",
     on_step: Callable[[int, dict], None] | None = None,
+    sample_dir: str | None = None,
 ) -> FitResult:
     """Train ``model`` (already initialised from the pre-trained checkpoint) on ``train_set``.
 
@@ -174,6 +176,8 @@ def fit(
     sample steps the model's probabilities on every evaluation set are added to an online Bayesian
     model average. ``backbone_prior`` (if given) is bound to the feature extractor's parameters by name.
     A non-finite loss, prior or prediction ends the fit with ``success=False`` and a reason.
+    ``sample_dir`` (optional) also writes each sample's state dict there as ``sample_XXX.pt``; the
+    Bayesian model average itself never needs them.
     """
     if inference not in INFERENCE:
         raise ValueError(f"inference must be one of {INFERENCE}, got {inference!r}")
@@ -239,6 +243,9 @@ def fit(
                 if not all(torch.all(torch.isfinite(p)) for p in probs.values()):
                     raise Diverged(f"non-finite predictions at sample step {step}")
                 bma.add(probs)
+                if sample_dir is not None:
+                    Path(sample_dir).mkdir(parents=True, exist_ok=True)
+                    torch.save(model.state_dict(), Path(sample_dir) / f"sample_{bma.num_samples - 1:03d}.pt")
             if bar is not None:
                 bar.update(1)
     except Diverged as err:
