@@ -2,17 +2,20 @@
 """Per-step cost of a learned low-rank Gaussian prior, measured side by side with plain training.
 
 For each backbone this times one full SGD step (forward, backward, ``SGD(momentum=0.9).step()``, model
-in train mode, one fixed random batch) of three variants:
+in train mode, one fixed random batch) of four variants:
 
 * ``plain``: cross-entropy only;
-* ``prior`` (ours): ``ce - BoundPrior.log_prob() / N`` with a random rank-k :class:`GaussianPrior` over
-  the backbone parameters, bound once outside the timed loop (per-parameter blocks, no concatenation);
+* ``prior`` (ours, the training path of ``bayes_transfer.train.fit``): backward of the cross-entropy,
+  then ``BoundPrior.add_grad_(1 / N)`` adds the gradient of ``-log p / N`` in two passes over the
+  per-parameter factor blocks, with a random rank-k :class:`GaussianPrior` over the backbone
+  parameters bound once outside the timed loop (no concatenation, no autograd graph);
+* ``prior_autograd`` (ours, differentiable): ``ce - BoundPrior.log_prob() / N`` through autograd;
 * ``peer`` (the authors' formulation): every step ``torch.cat`` of all backbone parameters and the
   ``log_prob`` of a float32 ``torch.distributions.LowRankMultivariateNormal(loc, cov_factor (d x k),
   cov_diag)`` built once outside the loop (``cov_factor`` is the transposed k x d factor, a view, and
   ``validate_args`` is left at torch's default, both as in the authors' code).
 
-All three share the same prior values (mean = initial backbone values, positive random variance,
+All share the same prior values (mean = initial backbone values, positive random variance,
 factor ``randn * 1e-3``) and each has its own copy of the same initial model and its own optimizer.
 Timing is interleaved: after warm-up steps of every variant, each of R rounds times one step of each
 variant in a rotating order, so a noisy machine hits all variants alike. Reported per variant: the
@@ -49,7 +52,7 @@ except ImportError:  # running from a checkout without an installed package
     from bayes_transfer.models import build_model, split_named_parameters
     from bayes_transfer.prior import GaussianPrior
 
-VARIANTS = ("plain", "prior", "peer")
+VARIANTS = ("plain", "prior", "prior_autograd", "peer")
 NUM_CLASSES = 10
 
 
@@ -140,9 +143,12 @@ def run_config(cfg: dict, args, device: torch.device) -> dict:
     x = torch.randn(cfg["batch"], cfg["channels"], cfg["size"], cfg["size"], generator=gen).to(device)
     y = torch.randint(0, NUM_CLASSES, (cfg["batch"],), generator=gen).to(device)
 
-    # ours: bind once (per-parameter blocks on the parameters' device)
+    # ours: bind once (per-parameter blocks on the parameters' device). "prior" is the training path
+    # (BoundPrior.add_grad_ after the data loss's backward); "prior_autograd" differentiates log_prob()
     bb_prior, _ = split_named_parameters(models["prior"])
     bound = prior.bind(bb_prior).to(device)
+    bb_auto, _ = split_named_parameters(models["prior_autograd"])
+    bound_auto = prior.bind(bb_auto).to(device)
 
     # peer: the authors' formulation, distribution built once; float32, cov_factor = the stored
     # (k x d) factor transposed, a (d x k) view as in their code (LowRankMultivariateNormal(mean,
@@ -167,12 +173,14 @@ def run_config(cfg: dict, args, device: torch.device) -> dict:
         model, opt = models[v], opts[v]
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
-        if v == "prior":
-            loss = loss - bound.log_prob() / n
+        if v == "prior_autograd":
+            loss = loss - bound_auto.log_prob() / n
         elif v == "peer":
             theta = torch.cat([p.reshape(-1) for p in peer_params])
             loss = loss - peer_dist.log_prob(theta) / n
         loss.backward()
+        if v == "prior":
+            bound.add_grad_(1.0 / n)
         opt.step()
 
     def timed(v: str) -> float:
@@ -215,9 +223,10 @@ def run_config(cfg: dict, args, device: torch.device) -> dict:
         "median_ms": {v: float(np.median(t[v]) * 1e3) for v in VARIANTS},
         "times_ms": {v: (t[v] * 1e3).tolist() for v in VARIANTS},
         "prior/plain": ratio_stats("prior"),
+        "autograd/plain": ratio_stats("prior_autograd"),
         "peer/plain": ratio_stats("peer"),
     }
-    del models, opts, bound, peer_dist, peer_params, bb_prior, bb_peer, prior, x, y
+    del models, opts, bound, bound_auto, bb_auto, peer_dist, peer_params, bb_prior, bb_peer, prior, x, y
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -255,7 +264,8 @@ def main(argv=None) -> int:
         results.append(res)
 
     header = (f"{'backbone':<13} {'input':>9} {'batch':>5} {'d':>10} {'rank':>4} {'plain_ms':>9} "
-              f"{'prior_ms':>9} {'peer_ms':>9}  {'prior/plain [IQR]':<22} {'peer/plain [IQR]':<22}")
+              f"{'prior_ms':>9} {'peer_ms':>9}  {'prior/plain [IQR]':<22} {'autograd/plain [IQR]':<22} "
+              f"{'peer/plain [IQR]':<22}")
     print()
     print(f"Per-step time, median over rounds; ratios: median [Q1-Q3] of per-round ratios "
           f"(device {env['device']}, torch {env['torch']}, {env['threads']} threads)")
@@ -265,7 +275,8 @@ def main(argv=None) -> int:
         m = r["median_ms"]
         print(f"{r['backbone']:<13} {r['input']:>9} {r['batch']:>5} {r['d']:>10} {r['rank']:>4} "
               f"{m['plain']:>9.2f} {m['prior']:>9.2f} {m['peer']:>9.2f}  "
-              f"{fmt_ratio(r['prior/plain']):<22} {fmt_ratio(r['peer/plain']):<22}")
+              f"{fmt_ratio(r['prior/plain']):<22} {fmt_ratio(r['autograd/plain']):<22} "
+              f"{fmt_ratio(r['peer/plain']):<22}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"env": env, "results": results}, indent=2))

@@ -179,3 +179,15 @@ def test_train_subset_and_train_plus_val(data):
     assert torch.equal(both.tensors[1][20:], data.val.tensors[1])
     with pytest.raises(ValueError, match="n=447"):
         train_subset(data, 447, seed=0)
+
+
+def test_raw_digits_equal_sklearn_load_digits():
+    from sklearn.datasets import load_digits
+
+    from bayes_transfer.data.digits import _raw_digits
+
+    _raw_digits.cache_clear()
+    images, labels = _raw_digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images[:, 0], bunch.images.astype(np.float32) / 16.0)
+    np.testing.assert_array_equal(labels, bunch.target)

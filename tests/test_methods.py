@@ -119,8 +119,8 @@ def test_table_methods_are_the_papers_five():
 
 
 def test_demo_command_runs(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bayes_transfer", "demo", "--steps", "40"], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "bayes_transfer", "demo", "--steps", "40", "--threads", "1"],
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     for method in METHODS:
         assert method in out.stdout

@@ -211,3 +211,18 @@ def test_isotropic_priors():
     x = torch.randn(8, dtype=torch.float64)
     expected = stats.multivariate_normal(np.zeros(8), 0.5 * np.eye(8)).logpdf(x.numpy())
     assert math.isclose(float(zero.to(torch.float64).log_prob(x)), expected, rel_tol=1e-9)
+
+
+def test_bound_prior_fast_gradient_equals_autograd():
+    names, shapes = ["a.weight", "a.bias", "b.weight"], [(2, 3), (2,), (4,)]
+    prior = random_prior(d=12, k=3, seed=9, names=names, shapes=shapes)
+    x = torch.randn(12, dtype=torch.float64)
+    params = {n: torch.nn.Parameter(t.clone()) for n, t in prior.unflatten(x).items()}
+    bound = prior.bind(params)
+    (-0.25 * bound.log_prob()).backward()
+    auto = [params[n].grad.clone() for n in names]
+    for p in params.values():
+        p.grad = torch.ones_like(p)  # add_grad_ accumulates onto existing gradients
+    bound.add_grad_(0.25)
+    for n, a in zip(names, auto):
+        torch.testing.assert_close(params[n].grad, a + 1.0, rtol=1e-10, atol=1e-12)

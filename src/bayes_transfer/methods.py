@@ -149,3 +149,24 @@ bnn_isotropic_prior = _method_function("bnn_isotropic_prior")
 sgd_ensemble = _method_function("sgd_ensemble")
 sgd_learned_mean = _method_function("sgd_learned_mean")
 bnn_learned_mean = _method_function("bnn_learned_mean")
+
+
+_COMMON_KEYS = ("steps", "batch_size", "lr", "momentum", "head_weight_decay", "log_every")
+_PRIOR_KEYS = {
+    "weight_decay": ("weight_decay",),
+    "learned": ("prior_scale", "prior_convention", "prior_rank", "prior_truncation"),
+    "isotropic_zero": ("isotropic_variance",),
+    "isotropic_mean": ("isotropic_variance",),
+}
+_SAMPLER_KEYS = ("temperature", "sampler", "cycles", "exploration_fraction", "samples_per_cycle")
+
+
+def relevant_hyper(method: str, train_cfg: dict) -> dict:
+    """The keys of ``train_cfg`` that can change ``method``'s result (so a workflow reruns only those)."""
+    spec = METHODS[method]
+    keys = list(_COMMON_KEYS) + list(_PRIOR_KEYS[spec.prior])
+    if spec.bayesian:
+        keys += _SAMPLER_KEYS
+    if spec.ensemble:
+        keys += ["ensemble_size"] + (["cycles", "samples_per_cycle"] if not train_cfg.get("ensemble_size") else [])
+    return {k: train_cfg[k] for k in keys if k in train_cfg}

@@ -217,14 +217,19 @@ class GaussianPrior:
 
     # ------------------------------------------------------------------ densities
     def _capacitance(self) -> tuple[Tensor, Tensor]:
-        """Cholesky factor L of C = I + F diag(1/v) F^T (float64) and log det(Sigma)."""
+        """Cholesky factor L of C = I + F diag(1/v) F^T (float64) and log det(Sigma).
+
+        Accumulated over chunks of the d coordinates, so no float64 copy of the whole k x d factor is made.
+        """
         if self._capacitance_cache is None:
-            v64 = self.variance.double()
-            f64 = self.factor.double()
-            k = f64.shape[0]
-            cap = torch.eye(k, dtype=torch.float64, device=f64.device) + (f64 / v64) @ f64.T
+            k, d = self.factor.shape
+            cap = torch.eye(k, dtype=torch.float64, device=self.factor.device)
+            chunk = max(1, (1 << 22) // max(k, 1))
+            for start in range(0, d if k else 0, chunk):
+                f64 = self.factor[:, start:start + chunk].double()
+                cap += (f64 / self.variance[start:start + chunk].double()) @ f64.T
             chol = torch.linalg.cholesky(cap)
-            logdet = torch.log(v64).sum() + 2.0 * torch.log(torch.diagonal(chol)).sum()
+            logdet = torch.log(self.variance.double()).sum() + 2.0 * torch.log(torch.diagonal(chol)).sum()
             self._capacitance_cache = (chol, logdet)
         return self._capacitance_cache
 
@@ -410,10 +415,16 @@ class GaussianPrior:
 class BoundPrior(nn.Module):
     """A :class:`GaussianPrior` attached to live parameters, for use in every training step.
 
-    The prior's blocks are cut per parameter once (mean, 1/variance, and the factor scaled by 1/variance,
-    contiguous per parameter, on the parameters' device and dtype), so a step never concatenates the
-    parameters: ``log_prob()`` sums per-parameter terms and costs about 2 k d multiply-adds.
-    The constant (log-determinant) is included, so the value equals ``GaussianPrior.log_prob``.
+    The prior's blocks are cut per parameter once, on the parameters' device and dtype: the mean, the
+    precision 1/v, and G = F diag(1/v) as a contiguous (k, n_i) block, so a step never concatenates the
+    parameters. With r = theta - mean, b = G r and C the float64 capacitance,
+
+        -log p(theta) = const + 1/2 (r^T diag(1/v) r - b^T C^{-1} b),
+        -grad log p(theta) = diag(1/v) r - G^T C^{-1} b.
+
+    :meth:`log_prob` is differentiable (autograd); :meth:`add_grad_` adds the gradient of
+    ``-scale * log p`` to ``p.grad`` directly, in two passes over G and no autograd graph: the fast path a
+    training step uses. The constant (log-determinant) is included, so values equal ``GaussianPrior.log_prob``.
     """
 
     def __init__(self, prior: GaussianPrior, params: Mapping[str, nn.Parameter]):
@@ -422,38 +433,44 @@ class BoundPrior(nn.Module):
         self.prior = prior
         self.names = list(prior.names)
         self.params = [params[n] for n in self.names]
+        self.rank = prior.rank
         ref = self.params[0]
         chol, logdet = prior._capacitance()
-        # C^{-1} = L^{-T} L^{-1}; keep W = L^{-1} (k x k) so quad_lowrank = |W b|^2
-        k = prior.rank
-        eye = torch.eye(k, dtype=torch.float64, device=chol.device)
-        self.register_buffer("whiten", torch.linalg.solve_triangular(chol, eye, upper=False).to(ref.device))
+        # C^{-1} = L^{-T} L^{-1}; keep W = L^{-1} (k x k) so b^T C^{-1} b = |W b|^2
+        eye = torch.eye(self.rank, dtype=torch.float64, device=chol.device)
+        whiten = torch.linalg.solve_triangular(chol, eye, upper=False)
+        self.register_buffer("whiten", whiten.to(ref.device))
+        self.register_buffer("cap_inv", (whiten.T @ whiten).to(ref.device))
         self.const = float(-0.5 * (prior.dim * LOG_2PI + float(logdet)))
-        self._mean, self._prec, self._gfac = [], [], []
-        for i, (m, v, f) in enumerate(
-            zip(
-                torch.split(prior.mean, prior.numels),
-                torch.split(prior.variance, prior.numels),
-                torch.split(prior.factor, prior.numels, dim=1),
-            )
+        self.means: list[Tensor] = []
+        self.precs: list[Tensor] = []
+        self.gfacs: list[Tensor] = []
+        for p, m, v, f in zip(
+            self.params,
+            torch.split(prior.mean, prior.numels),
+            torch.split(prior.variance, prior.numels),
+            torch.split(prior.factor, prior.numels, dim=1),
         ):
-            p = self.params[i]
-            self.register_buffer(f"mean_{i}", m.reshape(p.shape).to(p.device, p.dtype).clone())
-            self.register_buffer(f"prec_{i}", (1.0 / v).reshape(p.shape).to(p.device, p.dtype).clone())
-            # factor scaled by the precision, as a contiguous (k, n_i) block
-            self.register_buffer(f"gfac_{i}", (f / v).to(p.device, p.dtype).contiguous())
-        self.num_blocks = len(self.params)
+            self.means.append(m.reshape(p.shape).to(p.device, p.dtype).clone())
+            self.precs.append((1.0 / v).reshape(p.shape).to(p.device, p.dtype).clone())
+            self.gfacs.append((f / v).to(p.device, p.dtype).contiguous())
+
+    def _apply(self, fn, recurse=True):  # keep the per-block tensors on the module's device/dtype
+        super()._apply(fn, recurse)
+        self.means = [fn(t) for t in self.means]
+        self.precs = [fn(t) for t in self.precs]
+        self.gfacs = [fn(t) for t in self.gfacs]
+        return self
 
     def log_prob(self) -> Tensor:
         """log p(theta) at the current parameter values (differentiable)."""
         quad_diag = 0.0
         b = None
-        for i in range(self.num_blocks):
-            p = self.params[i]
-            r = p - getattr(self, f"mean_{i}")
-            quad_diag = quad_diag + (r * r * getattr(self, f"prec_{i}")).sum()
-            if self.prior.rank > 0:
-                bi = getattr(self, f"gfac_{i}") @ r.reshape(-1)
+        for p, m, prec, g in zip(self.params, self.means, self.precs, self.gfacs):
+            r = p - m
+            quad_diag = quad_diag + (r * r * prec).sum()
+            if self.rank > 0:
+                bi = g @ r.reshape(-1)
                 b = bi if b is None else b + bi
         quad = torch.as_tensor(quad_diag).double()
         if b is not None:
@@ -465,6 +482,26 @@ class BoundPrior(nn.Module):
             )
         return out.to(self.params[0].dtype)
 
-    def forward(self) -> Tensor:
-        return self.log_prob()
+    forward = log_prob
 
+    @torch.no_grad()
+    def add_grad_(self, scale: float = 1.0) -> None:
+        """``p.grad += scale * d(-log p)/dp`` for every bound parameter (no autograd graph)."""
+        residuals = torch._foreach_sub([p.detach() for p in self.params], self.means)
+        if self.rank > 0:
+            b = torch.zeros(self.rank, dtype=torch.float64, device=self.whiten.device)
+            for g, r in zip(self.gfacs, residuals):
+                b += torch.mv(g, r.reshape(-1)).double()
+            c = (self.cap_inv @ b).to(self.params[0].dtype) * scale
+            if not torch.all(torch.isfinite(c)):
+                raise FloatingPointError("prior gradient is not finite (parameters diverged)")
+        grads = []
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        torch._foreach_mul_(residuals, self.precs)
+        torch._foreach_add_(grads, residuals, alpha=scale)
+        if self.rank > 0:
+            for grad, g in zip(grads, self.gfacs):
+                grad.view(-1).addmv_(g.t(), c, alpha=-1.0)

@@ -3,7 +3,8 @@
 The objective is always the mean per-datum potential ``U(theta) / N``:
 
     mean cross-entropy over the batch
-    - log p_backbone(theta_backbone) / N      (learned or isotropic-around-the-mean prior, if any)
+    - log p_backbone(theta_backbone) / N      (learned or isotropic-around-the-mean prior, if any;
+                                              its gradient is added by BoundPrior.add_grad_)
     + weight_decay / 2 * |theta_backbone|^2     (zero-mean isotropic backbone prior, variance 1/(N wd))
     + head_weight_decay / 2 * |theta_head|^2    (the new head's zero-mean isotropic prior)
 
@@ -220,17 +221,16 @@ def fit(
                 g["lr"] = lr
             xb, yb = next(stream)
             loss = F.cross_entropy(model(xb), yb)
-            total = loss
-            if bound is not None:
-                total = total - bound.log_prob() / num_data
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            loss.backward()
+            if bound is not None:  # gradient of -log p(theta) / N, added without an autograd graph
+                bound.add_grad_(1.0 / num_data)
             if schedule is None:
                 opt.step()
             else:
                 opt.step(noise=not schedule.is_exploring(step), generator=noise_gen)
             if step % hp.log_every == 0 or step == hp.steps - 1 or step in sample_steps:
-                record = _record(step, lr, loss, total, backbone, head, hp, bound, num_data, schedule)
+                record = _record(step, lr, loss, backbone, head, hp, bound, num_data, schedule)
                 history.append(record)
                 if not math.isfinite(record["loss"]) or not math.isfinite(record["objective"]):
                     raise Diverged(f"non-finite loss at step {step}")
@@ -275,11 +275,11 @@ def fit(
 
 
 @torch.no_grad()
-def _record(step, lr, loss, total, backbone, head, hp, bound, num_data, schedule) -> dict:
+def _record(step, lr, loss, backbone, head, hp, bound, num_data, schedule) -> dict:
     """One line of the training log: data loss, the prior term (-log prior / N, with weight decays)."""
     prior_term = 0.0
     if bound is not None:
-        prior_term += float(total - loss)
+        prior_term -= float(bound.log_prob()) / num_data
     if hp.weight_decay:
         prior_term += 0.5 * hp.weight_decay * sum(float(p.square().sum()) for p in backbone.values())
     if hp.head_weight_decay:

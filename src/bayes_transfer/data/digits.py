@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,12 +81,26 @@ class DigitsData:
 
 @functools.lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 images in [0, 1] as float32 ``(N, 1, 8, 8)`` and int64 labels."""
-    from sklearn.datasets import load_digits
+    """All 1,797 images in [0, 1] as float32 ``(N, 1, 8, 8)`` and int64 labels.
 
-    bunch = load_digits()
-    images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return images, bunch.target.astype(np.int64)
+    Read straight from the file scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``, the file
+    behind ``sklearn.datasets.load_digits``) without importing scikit-learn, which costs seconds per
+    process; ``tests/test_data.py`` checks the result equals ``load_digits()``.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("scikit-learn is needed for the bundled digits data (pip install scikit-learn)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.exists():  # a future layout: fall back to the public loader
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return (bunch.images.astype(np.float32) / 16.0)[:, None, :, :], bunch.target.astype(np.int64)
+    raw = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    images = (raw[:, :-1].astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return images, raw[:, -1].astype(np.int64)
 
 
 def _stratified_take(labels: np.ndarray, n_take: int, rng: np.random.Generator) -> np.ndarray:

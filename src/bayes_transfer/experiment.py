@@ -1,0 +1,325 @@
+"""The stages of the paper's protocol as functions of explicit config slices (called by the workflow).
+
+Each stage reads plain dicts (the slices of ``config.yaml`` a Snakemake rule passes through ``params``),
+writes its own files atomically and returns what it wrote. Nothing here imports Snakemake.
+
+Stages: :func:`pretrain_stage` -> :func:`prior_stage` -> :func:`tune_stage` -> :func:`fit_stage`.
+
+Tuning protocol (the paper's, with honest data sizes): for training size n, a class-balanced subsample of
+n examples (tuning seed) is split into a training part and a held-out validation part
+(``holdout_fraction``, at least one example per class when possible); every grid point is fitted on the
+training part and scored on the held-out part; the best values are then used to retrain on all n examples
+(train + validation) for each evaluation seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from . import __version__, metrics
+from .data.subsample import balanced_subsample
+from .device import get_device
+from .learn_prior import SWAGConfig, learn_prior
+from .methods import METHODS, run_method
+from .pretrain import PretrainConfig, pretrain
+from .prior import GaussianPrior
+from .train import Hyper
+
+log = logging.getLogger("bayes_transfer.experiment")
+
+
+# ---------------------------------------------------------------------------------------------- files
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically: a killed job never leaves a half-written result that counts as done."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def code_version() -> str:
+    """Library version plus the git commit of the working tree (``+dirty`` if modified)."""
+    try:
+        root = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class Task:
+    """Source and downstream data of one configured dataset."""
+
+    name: str
+    source_train: Dataset
+    pool: Dataset
+    test: Dataset
+    shifted_test: Dataset | None
+    num_classes: int
+    source_classes: int
+    metric: str = "accuracy"
+    augment: Any = None
+
+    def labels(self, ds: Dataset) -> np.ndarray:
+        if isinstance(ds, TensorDataset):
+            return ds.tensors[1].numpy()
+        if isinstance(ds, Subset):
+            return self.labels(ds.dataset)[np.asarray(ds.indices)]
+        from .data.paper import labels_of
+
+        return labels_of(ds)
+
+    def eval_sets(self) -> dict[str, Dataset]:
+        out = {"test": self.test}
+        if self.shifted_test is not None:
+            out["shifted_test"] = self.shifted_test
+        return out
+
+
+def load_task(data_cfg: Mapping) -> Task:
+    """The datasets of ``data_cfg`` (the ``data`` section of the config)."""
+    name = data_cfg["dataset"]
+    if name == "digits":
+        from .data.digits import augment, load_digits_tasks
+
+        d = load_digits_tasks(split_seed=data_cfg.get("split_seed", 0), n_test=data_cfg.get("n_test", 300),
+                              n_val=data_cfg.get("n_val", 150), shift_strength=data_cfg.get("shift_strength", 1.0))
+        # the digits' own validation split joins the pool: validation sets are held out of each
+        # training subsample (see the module docstring)
+        pool = TensorDataset(torch.cat([d.pool.tensors[0], d.val.tensors[0]]),
+                             torch.cat([d.pool.tensors[1], d.val.tensors[1]]))
+        return Task("digits", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.num_classes,
+                    "accuracy", augment)
+    from .data import paper
+
+    root = data_cfg.get("root", "data")
+    size = data_cfg.get("image_size", 224)
+    train = paper.load_paper_dataset(name, root, "train", image_size=size, train_transform=True)
+    test = paper.load_paper_dataset(name, root, "test", image_size=size, train_transform=False)
+    shifted = (paper.load_cifar101(Path(root) / "cifar10.1", image_size=size)
+               if data_cfg.get("shifted_test") == "cifar10.1" else None)
+    return Task(name, None, train, test, shifted, paper.NUM_CLASSES[name], 1000, paper.PAPER_METRIC[name])
+
+
+def training_subset(task: Task, n: int, seed: int) -> Dataset:
+    """The class-balanced subsample of size ``n`` of the downstream pool for ``seed``."""
+    labels = task.labels(task.pool)
+    if n > len(labels):
+        raise ValueError(f"training size {n} is larger than the downstream pool ({len(labels)} examples)")
+    idx = balanced_subsample(labels, n, seed)
+    return _take(task.pool, idx)
+
+
+def _take(ds: Dataset, idx: np.ndarray) -> Dataset:
+    if isinstance(ds, TensorDataset):
+        t = torch.as_tensor(idx, dtype=torch.long)
+        return TensorDataset(*(x[t] for x in ds.tensors))
+    return Subset(ds, [int(i) for i in idx])
+
+
+def holdout_split(task: Task, subset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split a training subsample into (train part, held-out validation part), class-balanced."""
+    labels = task.labels(subset)
+    n = len(labels)
+    classes = len(np.unique(labels))
+    n_val = max(int(round(fraction * n)), min(n // 2, classes))
+    n_val = min(max(n_val, 1), n - 1)
+    val_idx = balanced_subsample(labels, n_val, seed + 1)
+    train_idx = np.setdiff1d(np.arange(n), val_idx)
+    return _take(subset, train_idx), _take(subset, val_idx)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def pretrain_stage(pretraining: str, data_cfg: Mapping, model_cfg: Mapping, pretrain_cfg: Mapping, out: str,
+                   seed: int = 0, device: str | None = None) -> dict:
+    """Train the source checkpoint (embedded default) and save model + source objective."""
+    task = load_task(data_cfg)
+    dev = get_device(device)
+    t0 = time.perf_counter()
+    model, objective, history = pretrain(model_cfg["arch"], pretraining, task.source_train, task.source_classes,
+                                         PretrainConfig(**pretrain_cfg), augment=task.augment, seed=seed,
+                                         device=dev, arch_kwargs=model_cfg.get("kwargs"))
+    meta = {"arch": model_cfg["arch"], "pretraining": pretraining, "source_task": f"{task.name} source",
+            "history": history, "wall_time_s": time.perf_counter() - t0, "code_version": code_version()}
+    save_torch({"state_dict": model.cpu().state_dict(), "objective": objective.cpu().state_dict(),
+                "metadata": meta}, out)
+    return meta
+
+
+def load_pretrained(path: str) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: expected a pre-trained checkpoint with a 'state_dict' entry")
+    return ckpt
+
+
+def prior_stage(pretraining: str, checkpoint: str, data_cfg: Mapping, model_cfg: Mapping, swag_cfg: Mapping,
+                out: str, seed: int = 0, device: str | None = None) -> GaussianPrior:
+    """Learn the SWAG prior from a checkpoint on its own source loss; the prior file is reusable."""
+    from .models import build_model
+    from .pretrain import SourceObjective
+
+    task = load_task(data_cfg)
+    dev = get_device(device)
+    ckpt = load_pretrained(checkpoint)
+    model = build_model(model_cfg["arch"], task.source_classes, **(model_cfg.get("kwargs") or {}))
+    model.load_state_dict(ckpt["state_dict"])
+    objective = SourceObjective(pretraining, model.feature_dim, augment=task.augment, seed=seed)
+    objective.load_state_dict(ckpt["objective"])
+    prior = learn_prior(model, objective, task.source_train, SWAGConfig(**swag_cfg), seed=seed, device=dev,
+                        metadata={"arch": model_cfg["arch"], "pretraining": pretraining,
+                                  "source_task": f"{task.name} source", "checkpoint": str(checkpoint),
+                                  "code_version": code_version()})
+    prior.save(out)
+    return prior
+
+
+def _score(task: Task, probs: torch.Tensor, labels: torch.Tensor, metric: str) -> float:
+    if metric == "nll":
+        return -metrics.nll(probs, labels)
+    if metric == "mean_per_class_accuracy":
+        return metrics.mean_per_class_accuracy(probs, labels, task.num_classes)
+    return metrics.accuracy(probs, labels)
+
+
+def _labels_tensor(task: Task, ds: Dataset) -> torch.Tensor:
+    return torch.as_tensor(task.labels(ds), dtype=torch.long)
+
+
+def grid_points(grid: Mapping[str, list]) -> list[dict]:
+    keys = sorted(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+
+def tune_stage(method: str, sizes: list[int], pretraining: str, *, checkpoint: str, prior_path: str | None,
+               data_cfg: Mapping, model_cfg: Mapping, train_cfg: Mapping, grid: Mapping[str, list],
+               tuning_cfg: Mapping, outs: list[str], device: str | None = None) -> list[dict]:
+    """For each size: fit every grid point on the training part of a tuning subsample, score it on the
+    held-out part, and write the selection (with every grid point's score) to the size's file."""
+    if len(outs) != len(sizes):
+        raise ValueError("one output path per training size is needed")
+    task = load_task(data_cfg)
+    dev = get_device(device)
+    seed = int(tuning_cfg.get("seed", 1000))
+    metric = tuning_cfg.get("metric") or task.metric
+    state = load_pretrained(checkpoint)["state_dict"]
+    prior = GaussianPrior.load(prior_path) if prior_path else None
+    results = []
+    for n, out in zip(sizes, outs):
+        subset = training_subset(task, n, seed)
+        train, val = holdout_split(task, subset, float(tuning_cfg.get("holdout_fraction", 0.3)), seed)
+        val_labels = _labels_tensor(task, val)
+        rows, t0 = [], time.perf_counter()
+        for point in grid_points(grid):
+            hp = Hyper.from_dict(dict(train_cfg) | point)
+            res = run_method(method, arch=model_cfg["arch"], pretrained_state=state,
+                             num_classes=task.num_classes, train_set=train, eval_sets={"val": val}, hp=hp,
+                             seed=seed, learned_prior=prior, device=dev, arch_kwargs=model_cfg.get("kwargs"))
+            score = _score(task, res.probs["val"], val_labels, metric) if res.success else float("nan")
+            rows.append({"values": point, "score": score, "success": res.success, "reason": res.reason})
+            log.info("tune %s n=%d %s -> %s %.4f %s", method, n, point, metric, score, res.reason)
+        ok = [r for r in rows if r["success"] and math.isfinite(r["score"])]
+        best = max(ok, key=lambda r: r["score"]) if ok else None
+        result = {
+            "method": method, "pretraining": pretraining, "n_train": n, "metric": metric, "tuning_seed": seed,
+            "n_tune_train": len(train), "n_tune_val": len(val), "grid": rows,
+            "selected": best["values"] if best else None, "success": best is not None,
+            "reason": "" if best else "every grid point failed", "wall_time_s": time.perf_counter() - t0,
+            "code_version": code_version(),
+        }
+        write_json(out, result)
+        results.append(result)
+    return results
+
+
+def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkpoint: str,
+              prior_path: str | None, tuning_path: str | None, data_cfg: Mapping, model_cfg: Mapping,
+              train_cfg: Mapping, outs: list[str], device: str | None = None) -> list[dict]:
+    """Fit ``method`` with the selected values on n examples for each seed; one result file per run."""
+    if len(outs) != len(seeds):
+        raise ValueError("one output path per seed is needed")
+    task = load_task(data_cfg)
+    dev = get_device(device)
+    state = load_pretrained(checkpoint)["state_dict"]
+    prior = GaussianPrior.load(prior_path) if prior_path else None
+    selected, tuning_ok, tuning_reason = {}, True, ""
+    if tuning_path:
+        tuning = json.loads(Path(tuning_path).read_text())
+        tuning_ok, tuning_reason = tuning["success"], tuning.get("reason", "")
+        selected = tuning["selected"] or {}
+    hp = Hyper.from_dict(dict(train_cfg) | selected)
+    eval_sets = task.eval_sets()
+    labels = {k: _labels_tensor(task, ds) for k, ds in eval_sets.items()}
+    results = []
+    for seed, out in zip(seeds, outs):
+        t0 = time.perf_counter()
+        train = training_subset(task, n, seed)
+        if tuning_ok:
+            res = run_method(method, arch=model_cfg["arch"], pretrained_state=state, num_classes=task.num_classes,
+                             train_set=train, eval_sets=eval_sets, hp=hp, seed=seed, learned_prior=prior,
+                             device=dev, arch_kwargs=model_cfg.get("kwargs"))
+            success, reason = res.success, res.reason
+        else:
+            res, success, reason = None, False, f"tuning failed: {tuning_reason}"
+        record = {
+            "method": method, "pretraining": pretraining, "dataset": task.name, "arch": model_cfg["arch"],
+            "n_train": n, "seed": seed, "hyper": hp.to_dict(), "selected": selected, "success": success,
+            "reason": reason, "code_version": code_version(), "wall_time_s": time.perf_counter() - t0,
+            "metrics": {}, "diagnostics": res.diagnostics() if res else {},
+        }
+        if success:
+            for k, p in res.probs.items():
+                m = metrics.classification_metrics(p, labels[k], task.num_classes)
+                m["reliability"] = metrics.reliability_bins(p, labels[k]).to_dict(orient="list")
+                record["metrics"][k] = m
+        write_json(out, record)
+        results.append(record)
+        log.info("fit %s n=%d seed=%d success=%s %s", method, n, seed, success,
+                 {k: round(v["accuracy"], 4) for k, v in record["metrics"].items()})
+    return results
+
+
+def uses_prior(method: str) -> bool:
+    return METHODS[method].prior == "learned"

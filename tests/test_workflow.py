@@ -1,0 +1,107 @@
+"""The Snakemake workflow: lint, dry runs, config validation, and a tiny real run of the smoke config."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, cwd=ROOT, timeout=600):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A copy of the workflow (Snakefile, workflow/, configs) so runs never touch the repository's results."""
+    for item in ("Snakefile", "config.yaml", "workflow", "configs"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    return tmp_path
+
+
+def test_lint_has_no_findings():
+    out = snakemake("--lint")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
+
+
+def test_dry_run_of_default_lists_every_stage():
+    out = snakemake("-n", "--cores", "2", "--quiet", "rules")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    for rule in ("pretrain", "learn_prior", "tune", "fit", "aggregate", "figure_data_size", "tables"):
+        assert rule in text
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"methods": ["sgd_transfer", "sgd_magic"]}, "sgd_magic"),
+        ({"data": {"dataset": "imagenet21k"}}, "imagenet21k"),
+        ({"tuning": {"grids": {"sgd_learned_prior": {"prior_scale": [1.0, 0.0]}}}},
+         r"tuning.grids.sgd_learned_prior.prior_scale[1]: expected a number > 0"),
+        ({"train": {"prior_scale": -1.0}}, "prior_scale"),
+        ({"sizes": [10, 5000]}, "sizes[1]: training size 5000 is larger than the training pool"),
+        ({"seeeds": [0, 1]}, "seeeds"),
+        ({"train": {"temprature": 0.1}}, "temprature"),
+    ],
+)
+def test_invalid_config_fails_before_any_job(workdir, change, message):
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and key != "data":
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "--cores", "1", "--configfile", "bad.yaml", cwd=workdir)
+    assert out.returncode != 0
+    assert message in out.stdout + out.stderr, out.stdout + out.stderr
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end_then_nothing_to_do_then_only_dependents_rerun(workdir):
+    out = snakemake("--cores", "2", "--configfile", "configs/smoke.yaml", cwd=workdir, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    res = workdir / "results"
+    assert (res / "figures" / "fig4_supervised.png").stat().st_size > 1000
+    table = (res / "tables" / "table_supervised.md").read_text()
+    assert "sgd_transfer" in table and "±" in table
+    runs = sorted((res / "runs").rglob("seed*.json"))
+    assert len(runs) == 3 * 2 * 2
+    import pandas as pd
+
+    tidy = pd.read_csv(res / "tables" / "runs.csv")
+    assert set(tidy["method"]) == {"sgd_transfer", "bnn_learned_prior", "sgd_ensemble"}
+    # the table's numbers are the runs' numbers
+    import json
+
+    rec = json.loads((res / "runs" / "supervised" / "sgd_transfer" / "n10" / "seed0.json").read_text())
+    row = tidy[(tidy.method == "sgd_transfer") & (tidy.n_train == 10) & (tidy.seed == 0)
+               & (tidy.eval_set == "test") & (tidy.metric == "error")]
+    assert row["value"].item() == pytest.approx(rec["metrics"]["test"]["error"])
+
+    # a second run has nothing to do
+    again = snakemake("-n", "--cores", "2", "--configfile", "configs/smoke.yaml", cwd=workdir)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout
+
+    # changing a sampler hyper-parameter reruns only the jobs that depend on it
+    cfg = yaml.safe_load((workdir / "configs" / "smoke.yaml").read_text())
+    cfg["train"]["temperature"] = 0.5
+    cfg["tuning"]["grids"].pop("bnn_learned_prior")
+    (workdir / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake("-n", "--cores", "2", "--configfile", "changed.yaml", cwd=workdir)
+    text = dry.stdout + dry.stderr
+    assert "bnn_learned_prior" in text
+    jobs = [line.split()[1] for line in text.splitlines() if line.startswith("    wildcards:")]
+    assert jobs and all("method=bnn_learned_prior" in line or "method" not in line
+                        for line in text.splitlines() if line.startswith("    wildcards:")), text
+    assert "pretrain " not in text and "learn_prior " not in text

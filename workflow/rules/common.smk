@@ -1,0 +1,88 @@
+# Config validation, wildcard constraints and input functions shared by every rule.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, importable without installing
+
+from bayes_transfer.config_check import ConfigError, check_config
+from bayes_transfer.methods import METHODS, relevant_hyper
+
+
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}")
+
+PRETRAININGS = config["pretrainings"]
+METHOD_LIST = config["methods"]
+SIZES = config["sizes"]
+SEEDS = config["seeds"]
+GRIDS = config["tuning"]["grids"]
+INHERIT = config["tuning"]["inherit"]
+
+
+wildcard_constraints:
+    pretraining="|".join(["supervised", "simclr"]),
+    method="|".join(METHODS),
+    n=r"\d+",
+
+
+def checkpoint_path(pretraining):
+    return f"results/pretrain/{pretraining}.pt"
+
+
+def prior_path(pretraining):
+    return f"results/priors/{pretraining}.pt"
+
+
+def uses_learned_prior(method):
+    return METHODS[method].prior == "learned"
+
+
+def tuned_method(method):
+    """The method whose grid selects ``method``'s values (itself unless inherited); None: no tuning."""
+    source = INHERIT.get(method, method)
+    return source if GRIDS.get(source) else None
+
+
+def tuning_path(pretraining, method, n):
+    source = tuned_method(method)
+    return f"results/tuning/{pretraining}/{source}/n{n}.json" if source else None
+
+
+def run_paths(pretraining, method, n):
+    return [f"results/runs/{pretraining}/{method}/n{n}/seed{s}.json" for s in SEEDS]
+
+
+def tune_inputs(wildcards):
+    inputs = {"checkpoint": checkpoint_path(wildcards.pretraining)}
+    if uses_learned_prior(wildcards.method):
+        inputs["prior"] = prior_path(wildcards.pretraining)
+    return inputs
+
+
+def fit_inputs(wildcards):
+    inputs = {"checkpoint": checkpoint_path(wildcards.pretraining)}
+    if uses_learned_prior(wildcards.method):
+        inputs["prior"] = prior_path(wildcards.pretraining)
+    tuning = tuning_path(wildcards.pretraining, wildcards.method, wildcards.n)
+    if tuning:
+        inputs["tuning"] = tuning
+    return inputs
+
+
+def all_run_files():
+    return [f for p in PRETRAININGS for m in METHOD_LIST for n in SIZES for f in run_paths(p, m, n)]
+
+
+def all_targets():
+    return [
+        f"results/tables/runs.csv",
+        *[f"results/figures/fig4_{p}.png" for p in PRETRAININGS],
+        *[f"results/tables/table_{p}.md" for p in PRETRAININGS],
+        *[f"results/tables/table_{p}.tex" for p in PRETRAININGS],
+        *([f"results/tables/table14_shifted_{p}.md" for p in PRETRAININGS]),
+    ]

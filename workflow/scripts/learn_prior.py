@@ -1,0 +1,12 @@
+"""Glue: learn the SWAG prior of one pre-trained checkpoint (see bayes_transfer.experiment)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
+from bayes_transfer.experiment import prior_stage, set_threads
+from bayes_transfer.logs import job_log
+
+with job_log(snakemake.log[0], f"learn prior {snakemake.wildcards.pretraining}"):
+    set_threads(snakemake.threads)
+    prior_stage(snakemake.wildcards.pretraining, snakemake.input.checkpoint, snakemake.params.data,
+                snakemake.params.model, snakemake.params.swag, snakemake.output[0])
