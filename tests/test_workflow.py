@@ -20,7 +20,7 @@ def snakemake(*args, cwd=ROOT, timeout=600):
 @pytest.fixture
 def workdir(tmp_path):
     """A copy of the workflow (Snakefile, workflow/, configs) so runs never touch the repository's results."""
-    for item in ("Snakefile", "config.yaml", "workflow", "configs"):
+    for item in ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
     return tmp_path
@@ -105,3 +105,29 @@ def test_smoke_run_end_to_end_then_nothing_to_do_then_only_dependents_rerun(work
     assert jobs and all("method=bnn_learned_prior" in line or "method" not in line
                         for line in text.splitlines() if line.startswith("    wildcards:")), text
     assert "pretrain " not in text and "learn_prior " not in text
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_completed_runs(workdir):
+    """SIGTERM mid-run (Ctrl-C or a scheduler's kill), then rerun: finished runs are kept untouched."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "2", "--configfile", "configs/smoke.yaml"], cwd=workdir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = workdir / "results" / "runs"
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(runs.rglob("seed*.json"))) < 2:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    done = {p: p.stat().st_mtime_ns for p in runs.rglob("seed*.json")}
+    assert done, "no run finished before the kill"
+    assert len(done) < 12, "the run finished before it could be killed"
+    assert not list(workdir.rglob("*.json.tmp"))
+    time.sleep(1)
+    out = snakemake("--cores", "2", "--configfile", "configs/smoke.yaml", cwd=workdir, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert len(list(runs.rglob("seed*.json"))) == 12
+    for path, mtime in done.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was redone"
