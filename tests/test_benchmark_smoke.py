@@ -30,9 +30,9 @@ def test_prior_overhead_quick(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith(("small_resnet", "resnet50"))]
     assert {r.split()[0] for r in rows} == {"small_resnet", "resnet50"}, out
     for row in rows:
-        # "<median> [<q1>-<q3>]" twice: prior/plain and peer/plain
+        # "<median> [<q1>-<q3>]" three times: prior/plain, autograd/plain and peer/plain
         ratios = re.findall(r"(\d+\.\d+) \[(\d+\.\d+)-(\d+\.\d+)\]", row)
-        assert len(ratios) == 2, row
+        assert len(ratios) == 3, row
         for med, q1, q3 in ratios:
             med, q1, q3 = float(med), float(q1), float(q3)
             assert math.isfinite(med) and med > 0, row

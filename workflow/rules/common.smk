@@ -30,6 +30,15 @@ wildcard_constraints:
     n=r"\d+",
 
 
+def canon(obj):
+    """A config slice with keys sorted at every level: params compare equal whatever the YAML key order."""
+    if isinstance(obj, dict):
+        return {k: canon(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canon(v) for v in obj]
+    return obj
+
+
 def checkpoint_path(pretraining):
     return f"results/pretrain/{pretraining}.pt"
 

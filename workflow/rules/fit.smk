@@ -7,9 +7,9 @@ rule fit:
     output:
         ["results/runs/{pretraining}/{method}/n{n}/seed%d.json" % s for s in SEEDS],
     params:
-        data=config["data"],
-        model=config["model"],
-        train=lambda w: relevant_hyper(w.method, config["train"]),
+        data=canon(config["data"]),
+        model=canon(config["model"]),
+        train=lambda w: canon(relevant_hyper(w.method, config["train"])),
         seeds=SEEDS,
     log:
         "results/logs/fit/{pretraining}/{method}/n{n}.log",

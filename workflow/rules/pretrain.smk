@@ -5,9 +5,9 @@ rule pretrain:
     output:
         "results/pretrain/{pretraining}.pt",
     params:
-        data=config["data"],
-        model=config["model"],
-        pretrain=config["pretrain"],
+        data=canon(config["data"]),
+        model=canon(config["model"]),
+        pretrain=canon(config["pretrain"]),
     log:
         "results/logs/pretrain/{pretraining}.log",
     benchmark:

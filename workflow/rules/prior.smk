@@ -7,9 +7,9 @@ rule learn_prior:
     output:
         "results/priors/{pretraining}.pt",
     params:
-        data=config["data"],
-        model=config["model"],
-        swag=config["swag"],
+        data=canon(config["data"]),
+        model=canon(config["model"]),
+        swag=canon(config["swag"]),
     log:
         "results/logs/prior/{pretraining}.log",
     benchmark:

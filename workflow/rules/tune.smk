@@ -7,11 +7,11 @@ rule tune:
     output:
         ["results/tuning/{pretraining}/{method}/n%d.json" % n for n in SIZES],
     params:
-        data=config["data"],
-        model=config["model"],
-        train=lambda w: relevant_hyper(w.method, config["train"]),
-        grid=lambda w: GRIDS[w.method],
-        tuning={k: v for k, v in config["tuning"].items() if k in ("seed", "holdout_fraction", "metric")},
+        data=canon(config["data"]),
+        model=canon(config["model"]),
+        train=lambda w: canon(relevant_hyper(w.method, config["train"])),
+        grid=lambda w: canon(GRIDS[w.method]),
+        tuning=canon({k: v for k, v in config["tuning"].items() if k in ("seed", "holdout_fraction", "metric")}),
         sizes=SIZES,
     log:
         "results/logs/tune/{pretraining}/{method}.log",
