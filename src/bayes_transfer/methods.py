@@ -70,21 +70,18 @@ def prepare_learned_prior(prior: GaussianPrior, hp: Hyper) -> GaussianPrior:
 
 
 def backbone_prior_for(method: str, model: nn.Module, hp: Hyper, learned_prior: GaussianPrior | None
-                       ) -> tuple[GaussianPrior | None, Hyper]:
-    """The backbone prior of ``method`` and the hyper-parameters with its weight decay set."""
-    spec = METHODS[method]
-    if spec.prior == "weight_decay":
-        return None, hp
-    if spec.prior == "isotropic_zero":
-        # N(0, alpha I) on the backbone == weight decay 1 / (N alpha) on the mean per-datum potential;
-        # the optimizer applies it, the caller sets N through hp (see run_method)
-        return None, hp
-    backbone, _ = split_named_parameters(model)
-    if spec.prior == "isotropic_mean":
-        return GaussianPrior.isotropic(backbone, hp.isotropic_variance, centred_at_params=True), hp
+                       ) -> GaussianPrior | None:
+    """The Gaussian backbone prior ``method`` binds to the model (None: only weight decay, see run_method)."""
+    prior = METHODS[method].prior
+    if prior in ("weight_decay", "isotropic_zero"):
+        # N(0, alpha I) on the backbone is weight decay 1 / (N alpha) on the mean per-datum potential
+        return None
+    if prior == "isotropic_mean":
+        backbone, _ = split_named_parameters(model)
+        return GaussianPrior.isotropic(backbone, hp.isotropic_variance, centred_at_params=True)
     if learned_prior is None:
         raise ValueError(f"method {method!r} needs a learned prior")
-    return prepare_learned_prior(learned_prior, hp), hp
+    return prepare_learned_prior(learned_prior, hp)
 
 
 def run_method(
@@ -128,7 +125,7 @@ def run_method(
         return FitResult(bma.probs(), True, "", bma.num_samples, sum(r.steps_run for r in results),
                          sum(r.wall_time_s for r in results), results[-1].history)
     model = downstream_model(arch, pretrained_state, num_classes, seed, arch_kwargs)
-    prior, hp = backbone_prior_for(method, model, hp, learned_prior)
+    prior = backbone_prior_for(method, model, hp, learned_prior)
     return fit(model, train_set, inference=inference, hp=hp, eval_sets=eval_sets, backbone_prior=prior,
                seed=seed, device=device, desc=method)
 

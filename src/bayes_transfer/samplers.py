@@ -30,7 +30,39 @@ def _check(lr: float, num_data: int, temperature: float) -> None:
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
 
 
-class SGLD(Optimizer):
+class _SGMCMC(Optimizer):
+    """Shared step loop: per group the noise scale, per parameter the gradient with weight decay."""
+
+    def _noise_std(self, group: dict) -> float:
+        raise NotImplementedError
+
+    def _update(self, p: torch.Tensor, g: torch.Tensor, group: dict, noise: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None, noise: bool | None = None, generator: torch.Generator | None = None):
+        """One update; ``noise=False`` skips the injected noise (exploration), ``generator`` seeds it."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            add_noise = group["noise"] if noise is None else noise
+            std = self._noise_std(group) if add_noise else 0.0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                xi = None
+                if std > 0:
+                    xi = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype).mul_(std)
+                self._update(p, g, group, xi)
+        return loss
+
+
+class SGLD(_SGMCMC):
     """Stochastic-gradient Langevin dynamics targeting exp(-U/T); see the module docstring."""
 
     def __init__(self, params, lr: float, num_data: int, temperature: float = 1.0, weight_decay: float = 0.0):
@@ -38,29 +70,16 @@ class SGLD(Optimizer):
         super().__init__(params, dict(lr=lr, num_data=num_data, temperature=temperature,
                                       weight_decay=weight_decay, noise=True))
 
-    @torch.no_grad()
-    def step(self, closure=None, noise: bool | None = None, generator: torch.Generator | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, n, temp = group["lr"], group["num_data"], group["temperature"]
-            add_noise = group["noise"] if noise is None else noise
-            std = math.sqrt(2.0 * lr * temp / n) if add_noise else 0.0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["weight_decay"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                p.add_(g, alpha=-lr)
-                if std > 0:
-                    p.add_(torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), alpha=std)
-        return loss
+    def _noise_std(self, group: dict) -> float:
+        return math.sqrt(2.0 * group["lr"] * group["temperature"] / group["num_data"])
+
+    def _update(self, p, g, group, noise) -> None:
+        p.add_(g, alpha=-group["lr"])
+        if noise is not None:
+            p.add_(noise)
 
 
-class SGHMC(Optimizer):
+class SGHMC(_SGMCMC):
     """Stochastic-gradient Hamiltonian Monte Carlo (momentum = 1 - friction) targeting exp(-U/T)."""
 
     def __init__(self, params, lr: float, num_data: int, momentum: float = 0.9, temperature: float = 1.0,
@@ -71,31 +90,18 @@ class SGHMC(Optimizer):
         super().__init__(params, dict(lr=lr, num_data=num_data, momentum=momentum, temperature=temperature,
                                       weight_decay=weight_decay, noise=True))
 
-    @torch.no_grad()
-    def step(self, closure=None, noise: bool | None = None, generator: torch.Generator | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, n, temp, mom = group["lr"], group["num_data"], group["temperature"], group["momentum"]
-            add_noise = group["noise"] if noise is None else noise
-            std = math.sqrt(2.0 * (1.0 - mom) * lr * temp / n) if add_noise else 0.0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["weight_decay"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.mul_(mom).add_(g, alpha=-lr)
-                if std > 0:
-                    buf.add_(torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), alpha=std)
-                p.add_(buf)
-        return loss
+    def _noise_std(self, group: dict) -> float:
+        return math.sqrt(2.0 * (1.0 - group["momentum"]) * group["lr"] * group["temperature"] / group["num_data"])
+
+    def _update(self, p, g, group, noise) -> None:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        buf = state["momentum_buffer"]
+        buf.mul_(group["momentum"]).add_(g, alpha=-group["lr"])
+        if noise is not None:
+            buf.add_(noise)
+        p.add_(buf)
 
 
 @dataclass(frozen=True)
