@@ -7,7 +7,6 @@ The tidy table has one row per run x evaluation set x metric; failed runs keep o
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Iterable
 
@@ -116,7 +115,3 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
-
-def standard_error(values) -> float:
-    v = np.asarray([x for x in values if x == x], dtype=float)
-    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")

@@ -33,7 +33,7 @@ from . import __version__, metrics
 from .data.subsample import balanced_subsample
 from .device import get_device
 from .learn_prior import SWAGConfig, learn_prior
-from .methods import METHODS, run_method
+from .methods import run_method
 from .pretrain import PretrainConfig, pretrain
 from .prior import GaussianPrior
 from .train import Hyper
@@ -319,7 +319,3 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
         log.info("fit %s n=%d seed=%d success=%s %s", method, n, seed, success,
                  {k: round(v["accuracy"], 4) for k, v in record["metrics"].items()})
     return results
-
-
-def uses_prior(method: str) -> bool:
-    return METHODS[method].prior == "learned"
