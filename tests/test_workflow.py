@@ -1,6 +1,5 @@
 """The Snakemake workflow: lint, dry runs, config validation, and a tiny real run of the smoke config."""
 
-import os
 import shutil
 import subprocess
 import sys

@@ -22,6 +22,7 @@ from .models import split_named_parameters
 from .pretrain import SourceObjective
 from .prior import GaussianPrior
 from .swag import SWAGCollector
+from .samplers import cosine_factor, set_lr
 from .train import batches
 
 log = logging.getLogger("bayes_transfer.learn_prior")
@@ -62,9 +63,7 @@ def learn_prior(model: nn.Module, objective: SourceObjective, source_train: Data
     snap_at = {n - 1 - round(j * (n / 2) / cfg.snapshots_per_cycle) for j in range(cfg.snapshots_per_cycle)}
     for cycle in range(cfg.cycles):
         for t in range(n):
-            lr = cfg.lr * 0.5 * (math.cos(math.pi * t / n) + 1.0)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            set_lr(opt, cfg.lr * cosine_factor(t, n))
             xb, yb = next(stream)
             loss = objective(model, xb, yb)
             opt.zero_grad(set_to_none=True)

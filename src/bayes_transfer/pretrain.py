@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from .losses import ProjectionHead, nt_xent
 from .models import build_model
+from .samplers import cosine_factor, set_lr
 from .train import batches
 
 log = logging.getLogger("bayes_transfer.pretrain")
@@ -88,9 +89,8 @@ def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: Pr
     stream = batches(train_set, cfg.batch_size, gen, device)
     history, t0 = [], time.perf_counter()
     for step in range(cfg.steps):
-        lr = cfg.lr * 0.5 * (math.cos(math.pi * step / cfg.steps) + 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = cfg.lr * cosine_factor(step, cfg.steps)
+        set_lr(opt, lr)
         xb, yb = next(stream)
         loss = objective(model, xb, yb)
         opt.zero_grad(set_to_none=True)

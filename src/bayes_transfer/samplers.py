@@ -104,6 +104,16 @@ class SGHMC(_SGMCMC):
         p.add_(buf)
 
 
+def cosine_factor(t: float, period: float) -> float:
+    """Cosine decay from 1 (t = 0) to 0 (t = period): ``(cos(pi t / period) + 1) / 2``."""
+    return 0.5 * (math.cos(math.pi * t / period) + 1.0)
+
+
+def set_lr(optimizer: Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 @dataclass(frozen=True)
 class CyclicalSchedule:
     """Cyclical cosine learning rate with exploration and sampling phases (Zhang et al. 2020).
@@ -150,7 +160,7 @@ class CyclicalSchedule:
 
     def lr_factor(self, step: int) -> float:
         _, within = self.position(step)
-        return 0.5 * (math.cos(math.pi * within / self.steps_per_cycle) + 1.0)
+        return cosine_factor(within, self.steps_per_cycle)
 
     def is_exploring(self, step: int) -> bool:
         return self.position(step)[1] < self.exploration_steps

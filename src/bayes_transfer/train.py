@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from .bma import BayesianModelAverage
 from .models import split_named_parameters
 from .prior import GaussianPrior
-from .samplers import SGHMC, SGLD, CyclicalSchedule
+from .samplers import SGHMC, SGLD, CyclicalSchedule, cosine_factor, set_lr
 
 log = logging.getLogger("bayes_transfer.train")
 
@@ -215,10 +215,8 @@ def fit(
     step = -1
     try:
         for step in range(hp.steps):
-            factor = schedule.lr_factor(step) if schedule else 0.5 * (math.cos(math.pi * step / hp.steps) + 1.0)
-            lr = hp.lr * factor
-            for g in opt.param_groups:
-                g["lr"] = lr
+            lr = hp.lr * (schedule.lr_factor(step) if schedule else cosine_factor(step, hp.steps))
+            set_lr(opt, lr)
             xb, yb = next(stream)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
+from .subsample import label_array
+
 __all__ = [
     "PAPER_DATASETS",
     "PAPER_METRIC",
@@ -351,17 +353,7 @@ def load_cifar101(root: str | Path, image_size: int = 224) -> CIFAR101:
 
 # --------------------------------------------------------------------------- labels, splits
 def _as_label_array(values: Any, where: str) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"labels of {where} must be 1-D, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        # e.g. labels read from a .mat file stored as doubles: fine if they are whole numbers
-        integral = np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
-        if not (integral and np.all(arr == np.round(arr))):
-            raise ValueError(f"labels of {where} must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
+    return label_array(values, where, allow_whole_floats=True)
 
 
 def labels_of(dataset: Dataset) -> np.ndarray:

@@ -8,15 +8,22 @@ import numpy as np
 import torch
 
 
-def _labels_to_numpy(labels: Any) -> np.ndarray:
+def label_array(labels: Any, where: str = "labels", allow_whole_floats: bool = False) -> np.ndarray:
+    """Integer labels as a 1-D int64 numpy array; ``where`` names their source in errors.
+
+    ``allow_whole_floats`` accepts floating-point labels that are whole numbers (e.g. read from a .mat file).
+    """
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels)
     if arr.ndim != 1:
-        raise ValueError(f"labels must be 1-D, got shape {arr.shape}")
+        raise ValueError(f"labels of {where} must be 1-D, got shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
-    return arr
+        whole = (allow_whole_floats and np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
+                 and np.all(arr == np.round(arr)))
+        if not whole:
+            raise ValueError(f"labels of {where} must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
 
 
 def balanced_subsample(labels: Any, n: int, seed: int) -> np.ndarray:
@@ -28,7 +35,7 @@ def balanced_subsample(labels: Any, n: int, seed: int) -> np.ndarray:
     deterministic per seed. Raises ``ValueError`` if ``n <= 0``, ``n`` exceeds the pool, or a
     class has fewer examples than its share.
     """
-    y = _labels_to_numpy(labels)
+    y = label_array(labels)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise ValueError(f"n must be an int, got {n!r}")
     if n <= 0:
