@@ -16,6 +16,9 @@ include: "workflow/rules/prior.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/ablation.smk"
+include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/audit.smk"
 
 
 rule all:

@@ -94,4 +94,7 @@ def all_targets():
         *[f"results/tables/table_{p}.md" for p in PRETRAININGS],
         *[f"results/tables/table_{p}.tex" for p in PRETRAININGS],
         *([f"results/tables/table14_shifted_{p}.md" for p in PRETRAININGS]),
+        *ablation_targets(),
+        *segmentation_targets(),
+        *audit_targets(),
     ]
