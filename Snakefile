@@ -11,14 +11,17 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/prior.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/ablation_common.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/sweep.smk"
 
 
 rule all:

@@ -6,6 +6,7 @@ import os
 import re
 import urllib.error
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +238,94 @@ def test_bad_arch_or_weights():
         torchvision_imagenet_state("vgg16")
     with pytest.raises(ValueError, match="unknown weights 'IMAGENET9K'.*IMAGENET1K_V1"):
         torchvision_imagenet_state("resnet50", "IMAGENET9K")
+
+
+# --------------------------------------------------------------------------- the paper's source checkpoints
+def test_fetch_supervised_weights_from_torch_home(offline, tmp_path, source):
+    """The rule fetch_weights: torchvision's file in TORCH_HOME is used (no download) and checked."""
+    from bayes_transfer.checkpoints import fetch_source_weights, load_source_weights
+
+    home = tmp_path / "th"
+    cache = home / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    state = source.state_dict()
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)  # ImageNet head
+    torch.save(state, cache / "resnet50-0676ba61.pth")  # IMAGENET1K_V1's file name
+    cfg = {"torch_home": str(home), "torchvision_weights": "IMAGENET1K_V1"}
+    manifest = fetch_source_weights("resnet50", "supervised", cfg, root=tmp_path)
+    assert offline == []  # nothing downloaded
+    assert manifest["path"] == str((cache / "resnet50-0676ba61.pth").resolve())
+    assert manifest["backbone_tensors"] == len([k for k in state if not k.startswith("fc.")])
+    loaded = load_source_weights(manifest, "resnet50")
+    assert torch.equal(loaded["layer3.2.conv2.weight"], state["layer3.2.conv2.weight"])
+    with pytest.raises(ValueError, match="manifest is for 'resnet50'"):
+        load_source_weights(manifest, "resnet101")
+    # without the file and without network: the error names the file and the URL
+    with pytest.raises(RuntimeError, match=r"resnet101-63fe2227\.pth"):
+        fetch_source_weights("resnet101", "supervised", cfg, root=tmp_path)
+
+
+@pytest.mark.parametrize("form", ["state_dict", "resnet", "module_state_dict"])
+def test_fetch_simclr_converted_checkpoint(tmp_path, source, fresh, form):
+    from bayes_transfer.checkpoints import fetch_source_weights, load_source_weights
+
+    backbone = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}  # SimCLR has no fc
+    path = tmp_path / "checkpoints" / "simclr_resnet50_1x.pth"
+    path.parent.mkdir()
+    torch.save(FORMS[form](backbone), path)
+    cfg = {"simclr": {"resnet50": "{root}/checkpoints/simclr_resnet50_1x.pth"}}
+    manifest = fetch_source_weights("resnet50", "simclr", cfg, root=tmp_path)
+    assert manifest["path"] == str(path.resolve()) and manifest["pretraining"] == "simclr"
+    loaded = load_backbone_state(fresh, load_source_weights(manifest, "resnet50"))
+    _assert_backbone_equal(fresh, source, loaded)
+
+
+def test_fetch_simclr_missing_or_wrong_file(tmp_path):
+    from bayes_transfer.checkpoints import fetch_source_weights
+
+    cfg = {"simclr": {"resnet50": str(tmp_path / "nope.pth")}}
+    with pytest.raises(FileNotFoundError, match=r"(?s)nope\.pth.*checkpoints\.simclr\.resnet50.*simclr-converter"):
+        fetch_source_weights("resnet50", "simclr", cfg)
+    with pytest.raises(ValueError, match="no file for 'resnet101'"):
+        fetch_source_weights("resnet101", "simclr", cfg)
+    small = tmp_path / "small.pth"
+    torch.save({"state_dict": build_model("resnet18", 10).state_dict()}, small)
+    with pytest.raises(ValueError, match=r"small\.pth is not a resnet50 checkpoint"):
+        fetch_source_weights("resnet50", "simclr", {"simclr": {"resnet50": str(small)}})
+
+
+def test_import_released_prior_through_the_core_library(tmp_path):
+    """The authors' four priorBox files -> this library's prior file, checked against the checkpoint."""
+    from bayes_transfer.experiment import import_prior_stage, save_torch
+    from bayes_transfer.models import split_named_parameters
+    from bayes_transfer.prior import GaussianPrior
+
+    torch.manual_seed(3)
+    model = build_model("resnet18", 1000)
+    ckpt = tmp_path / "pretrain" / "supervised.pt"
+    save_torch({"state_dict": model.state_dict(), "objective": {}, "metadata": {}}, ckpt)
+    backbone, _ = split_named_parameters(model)
+    names = list(backbone)
+    d = sum(p.numel() for p in backbone.values())
+    mean = torch.cat([p.detach().reshape(-1) for p in backbone.values()])
+    variance = torch.full((d,), 0.25)
+    covmat = torch.randn(2, d, generator=torch.Generator().manual_seed(0)) * 0.1
+    prefix = tmp_path / "priors" / "resnet18_supervised"
+    prefix.parent.mkdir()
+    torch.save(mean, f"{prefix}_mean.pt")
+    torch.save(variance, f"{prefix}_variance.pt")
+    torch.save(covmat, f"{prefix}_covmat.pt")
+    torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}, f"{prefix}_model.pt")
+    out = tmp_path / "priors.pt"
+    import_prior_stage("supervised", str(ckpt), str(prefix), {"arch": "resnet18"}, str(out))
+    prior = GaussianPrior.load(out)
+    assert prior.names == names and prior.rank == 2
+    assert torch.equal(prior.mean, mean) and torch.equal(prior.variance, variance)
+    assert torch.equal(prior.factor, covmat)
+    assert prior.metadata["source"] == "priorbox" and prior.metadata["arch"] == "resnet18"
+    # a prior of another architecture is refused before any training job
+    with pytest.raises(ValueError):
+        import_prior_stage("supervised", str(ckpt), str(prefix), {"arch": "resnet50"}, str(tmp_path / "x.pt"))
+    Path(f"{prefix}_covmat.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"(?s)MISSING .*resnet18_supervised_covmat\.pt.*prior\.source: swag"):
+        import_prior_stage("supervised", str(ckpt), str(prefix), {"arch": "resnet18"}, str(tmp_path / "y.pt"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,15 @@ from bayes_transfer.data.paper import (
     subset,
 )
 from bayes_transfer.data.subsample import balanced_subsample
+from paper_files import (
+    FLOWER_LABELS,
+    presence_only_md5,
+    write_cifar10,
+    write_cifar100,
+    write_cifar101,
+    write_flowers102,
+    write_oxford_pets,
+)
 
 pytest.importorskip("torchvision")
 pytest.importorskip("scipy")
@@ -30,158 +38,43 @@ SIZE = 32  # small image_size keeps the transforms cheap
 
 
 # --------------------------------------------------------------------------- fixtures
-def _pickle(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _cifar_rows(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` images in CIFAR's row format: uint8 (n, 3072), channel-major (R plane, G, B)."""
-    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-
-
 @pytest.fixture
 def no_md5(monkeypatch):
-    """Make torchvision's integrity checks test for presence only.
-
-    torchvision's CIFAR10/CIFAR100 (``_check_integrity`` and ``_load_meta``) and Flowers102
-    compare md5 sums of the files with the official release, which tiny test files can never
-    match. Both call the module-level ``check_integrity`` of their own module, so patching
-    that name keeps the real code path (including the "file exists" check) minus the md5.
-    """
-    import os
-
-    import torchvision.datasets.cifar as tv_cifar
-    import torchvision.datasets.flowers102 as tv_flowers
-
-    def present(fpath, md5=None):
-        return os.path.isfile(fpath)
-
-    monkeypatch.setattr(tv_cifar, "check_integrity", present)
-    monkeypatch.setattr(tv_flowers, "check_integrity", present)
+    """torchvision's md5 checks test for presence only (tiny files never match the official sums)."""
+    presence_only_md5(monkeypatch)
 
 
 @pytest.fixture
 def cifar10_root(tmp_path):
     """5 train batches of 10 images (labels 0..9 each) and a test batch of 20."""
-    rng = np.random.default_rng(0)
-    base = tmp_path / "cifar-10-batches-py"
-    train_rows = []
-    for b in range(1, 6):
-        rows = _cifar_rows(rng, 10)
-        train_rows.append(rows)
-        _pickle(
-            base / f"data_batch_{b}",
-            {
-                "batch_label": f"training batch {b} of 5",
-                "labels": list(range(10)),
-                "data": rows,
-                "filenames": [f"img_{b}_{i}.png" for i in range(10)],
-            },
-        )
-    test_rows = _cifar_rows(rng, 20)
-    _pickle(
-        base / "test_batch",
-        {
-            "batch_label": "testing batch 1 of 1",
-            "labels": [i % 10 for i in range(20)],
-            "data": test_rows,
-            "filenames": [f"test_{i}.png" for i in range(20)],
-        },
-    )
-    _pickle(
-        base / "batches.meta",
-        {"label_names": list(paper.CIFAR10_CLASSES), "num_cases_per_batch": 10, "num_vis": 3072},
-    )
-    return tmp_path, np.concatenate(train_rows), test_rows
+    train_rows, test_rows = write_cifar10(tmp_path)
+    return tmp_path, train_rows, test_rows
 
 
 @pytest.fixture
 def cifar100_root(tmp_path):
     """200 train images (2 per fine class) and 100 test images (1 per class)."""
-    rng = np.random.default_rng(1)
-    base = tmp_path / "cifar-100-python"
-    for split, n in (("train", 200), ("test", 100)):
-        fine = [i % 100 for i in range(n)]
-        _pickle(
-            base / split,
-            {
-                "filenames": [f"{split}_{i}.png" for i in range(n)],
-                "batch_label": f"{split} batch",
-                "fine_labels": fine,
-                "coarse_labels": [f // 5 for f in fine],
-                "data": _cifar_rows(rng, n),
-            },
-        )
-    _pickle(
-        base / "meta",
-        {
-            "fine_label_names": [f"fine_{i}" for i in range(100)],
-            "coarse_label_names": [f"coarse_{i}" for i in range(20)],
-        },
-    )
+    write_cifar100(tmp_path)
     return tmp_path
-
-
-def _write_jpg(path: Path, rng: np.random.Generator, h: int = 30, w: int = 40) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(path, "JPEG")
-
-
-FLOWER_LABELS = np.array([(i % 3) + 1 for i in range(30)], dtype=np.uint8)  # 1-based, 3 classes
 
 
 @pytest.fixture
 def flowers_root(tmp_path):
     """30 images: train ids 1..12, val 13..18, test 19..30; labels 1..3 cycling."""
-    from scipy.io import savemat
-
-    rng = np.random.default_rng(2)
-    base = tmp_path / "flowers-102"
-    for i in range(1, 31):
-        _write_jpg(base / "jpg" / f"image_{i:05d}.jpg", rng)
-    savemat(base / "imagelabels.mat", {"labels": FLOWER_LABELS[None, :]})
-    savemat(
-        base / "setid.mat",
-        {
-            "trnid": np.arange(1, 13, dtype=np.uint16)[None, :],
-            "valid": np.arange(13, 19, dtype=np.uint16)[None, :],
-            "tstid": np.arange(19, 31, dtype=np.uint16)[None, :],
-        },
-    )
+    write_flowers102(tmp_path)
     return tmp_path
-
-
-# (image name stem, class id, species 1=cat 2=dog, breed id): the real annotation columns
-PET_BREEDS = [("Abyssinian", 1, 1, 1), ("american_bulldog", 2, 2, 1), ("Bengal", 6, 1, 3)]
 
 
 @pytest.fixture
 def pets_root(tmp_path):
     """4 images per breed for 3 breeds; numbers 1-2 in trainval.txt, 3-4 in test.txt."""
-    rng = np.random.default_rng(3)
-    base = tmp_path / "oxford-iiit-pet"
-    lines = {"trainval": [], "test": []}
-    for stem, cls, species, breed in PET_BREEDS:
-        for k in range(1, 5):
-            _write_jpg(base / "images" / f"{stem}_{k}.jpg", rng)
-            lines["trainval" if k <= 2 else "test"].append(f"{stem}_{k} {cls} {species} {breed}")
-    (base / "annotations").mkdir(parents=True)
-    for split, rows in lines.items():
-        (base / "annotations" / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    write_oxford_pets(tmp_path)
     return tmp_path
 
 
 @pytest.fixture
 def cifar101_root(tmp_path):
-    rng = np.random.default_rng(4)
-    data = rng.integers(0, 256, size=(25, 32, 32, 3), dtype=np.uint8)
-    labels = np.array([i % 10 for i in range(25)], dtype=np.int64)
-    np.save(tmp_path / "cifar10.1_v6_data.npy", data)
-    np.save(tmp_path / "cifar10.1_v6_labels.npy", labels)
+    data, labels = write_cifar101(tmp_path)
     return tmp_path, data, labels
 
 
@@ -443,3 +336,101 @@ def test_unknown_name_and_split(tmp_path):
         load_paper_dataset("imagenet", tmp_path, "train")
     with pytest.raises(ValueError, match="splits train, val, test"):
         load_paper_dataset("flowers102", tmp_path, "trainval")
+
+
+# ------------------------------------------------------------ the paper config's code path
+def _paper_data_cfg(name, root, shifted=None):
+    """The ``data`` section of configs/paper.yaml (and its sweep experiments), at a small resolution."""
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "paper.yaml").read_text())
+    data = dict(cfg["data"])
+    data.update(cfg["sweep"]["experiments"].get(f"{name}_resnet50", {}).get("data", {}))
+    assert data["dataset"] == name
+    assert data["shifted_test"] == shifted
+    return data | {"root": str(root), "image_size": SIZE}
+
+
+@pytest.mark.parametrize(
+    "name, writer, pool, test, classes, metric",
+    [
+        ("cifar10", write_cifar10, 50, 20, 10, "accuracy"),
+        ("cifar100", write_cifar100, 200, 100, 100, "accuracy"),
+        ("flowers102", write_flowers102, 18, 12, 102, "mean_per_class_accuracy"),  # pool = train + val
+        ("oxford_pets", write_oxford_pets, 6, 6, 37, "mean_per_class_accuracy"),
+    ],
+)
+def test_load_task_of_the_paper_config(tmp_path, no_md5, name, writer, pool, test, classes, metric):
+    from bayes_transfer.experiment import holdout_split, load_task, training_subset
+
+    writer(tmp_path)
+    shifted = "cifar10.1" if name == "cifar10" else None
+    if shifted:
+        write_cifar101(tmp_path / "cifar10.1")
+    task = load_task(_paper_data_cfg(name, tmp_path, shifted))
+    assert (len(task.pool), len(task.test), task.num_classes, task.metric) == (pool, test, classes, metric)
+    assert set(task.eval_sets()) == ({"test", "shifted_test"} if shifted else {"test"})
+    if shifted:
+        assert len(task.shifted_test) == 25
+    sub = training_subset(task, 6, seed=0)
+    train, val = holdout_split(task, sub, 0.3, seed=0)
+    assert len(train) + len(val) == 6
+    x, y = train[0]
+    assert x.shape == (3, SIZE, SIZE) and 0 <= y < classes
+
+
+def test_flowers_pool_is_train_plus_val(flowers_root, no_md5):
+    pool = paper.load_pool("flowers102", flowers_root, image_size=SIZE)
+    assert labels_of(pool).tolist() == (FLOWER_LABELS[:18] - 1).tolist()
+    _check_item(pool)
+
+
+def test_prepare_dataset_manifest(cifar10_root, no_md5):
+    root = cifar10_root[0]
+    write_cifar101(root / "cifar10.1")
+    manifest = paper.prepare_dataset("cifar10", root, shifted_test="cifar10.1")
+    assert manifest["splits"] == {"train": 50, "test": 20}
+    assert manifest["pool_size"] == 50 and manifest["pool_class_counts"] == [5] * 10
+    assert manifest["shifted_test"]["size"] == 25
+    assert manifest["files"][0].endswith("cifar-10-batches-py/data_batch_1")
+    (root / "cifar10.1" / "cifar10.1_v6_labels.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"(?s)cifar10\.1_v6_labels\.npy.*modestyachts"):
+        paper.prepare_dataset("cifar10", root, shifted_test="cifar10.1")
+
+
+def test_prepare_dataset_download_uses_torchvision(tmp_path, monkeypatch):
+    calls = []
+    import torchvision.datasets as tvd
+
+    def fake_download(self):
+        calls.append(type(self).__name__)
+        write_oxford_pets(Path(self.root))
+
+    monkeypatch.setattr(tvd.OxfordIIITPet, "_download", fake_download)
+    manifest = paper.prepare_dataset("oxford_pets", tmp_path, download=True)
+    assert calls and set(calls) == {"OxfordIIITPet"}
+    assert manifest["splits"] == {"train": 6, "test": 6}
+
+
+def test_imagenet_train_and_missing(tmp_path):
+    from paper_files import write_imagenet_train
+
+    with pytest.raises(FileNotFoundError, match=r"(?s)imagenet/train.*image-net.org.*priorbox"):
+        paper.load_imagenet_train(tmp_path, image_size=SIZE)
+    write_imagenet_train(tmp_path, classes=3, per_class=2)
+    ds = paper.load_imagenet_train(tmp_path, image_size=SIZE)
+    assert len(ds) == 6 and labels_of(ds).tolist() == [0, 0, 1, 1, 2, 2]
+    _check_item(ds)
+
+
+def test_simclr_augment_is_seeded_and_keeps_shape():
+    x = torch.randn(4, 3, SIZE, SIZE)
+    a = paper.simclr_augment(x, torch.Generator().manual_seed(0))
+    b = paper.simclr_augment(x, torch.Generator().manual_seed(0))
+    c = paper.simclr_augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    # views are valid images: after un-normalising, pixels lie in [0, 1]
+    mean = torch.tensor(paper.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(paper.IMAGENET_STD).view(1, 3, 1, 1)
+    pixels = a * std + mean
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5

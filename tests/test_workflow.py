@@ -35,7 +35,9 @@ def test_dry_run_of_default_lists_every_stage(workdir):
     out = snakemake("-n", "--cores", "2", "--quiet", "rules", cwd=workdir)
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
-    for rule in ("pretrain", "learn_prior", "tune", "fit", "aggregate", "figure_data_size", "tables"):
+    for rule in ("pretrain", "learn_prior", "tune", "fit", "aggregate", "figure_vs_size", "tables", "sweep_rank",
+                 "sweep_lambda", "ablation_table", "landscape", "figure_landscape", "figure_rank", "figure_lambda",
+                 "figure_learned_mean", "figure_reliability", "table_ece"):
         assert rule in text
 
 
@@ -50,6 +52,9 @@ def test_dry_run_of_default_lists_every_stage(workdir):
         ({"sizes": [10, 5000]}, "sizes[1]: training size 5000 is larger than the training pool"),
         ({"seeeds": [0, 1]}, "seeeds"),
         ({"train": {"temprature": 0.1}}, "temprature"),
+        ({"ablations": {"n_train": 7}}, "ablations.n_train: 7 must be one of sizes"),
+        ({"ablations": {"pretraining": "simclr", "rank": {"ranks": [0, 50]}}},
+         "ablations.rank.ranks[1]: rank 50 is above swag.max_rank"),
     ],
 )
 def test_invalid_config_fails_before_any_job(workdir, change, message):
@@ -68,15 +73,22 @@ def test_invalid_config_fails_before_any_job(workdir, change, message):
 
 @pytest.mark.slow
 def test_smoke_run_end_to_end_then_nothing_to_do_then_only_dependents_rerun(workdir):
+    import pandas as pd
+
     out = snakemake("--cores", "2", "--configfile", "configs/smoke.yaml", cwd=workdir, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     res = workdir / "results"
-    assert (res / "figures" / "fig4_supervised.png").stat().st_size > 1000
+    for fig in ("fig4_supervised", "fig5a_supervised", "fig5b_supervised", "fig9_reliability_supervised",
+                "fig3a_landscape", "fig3b_rank", "fig3d_lambda"):
+        assert (res / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+        assert len((res / "figures" / f"{fig}.csv").read_text().splitlines()) > 1, fig
+    rank = pd.read_csv(res / "tables" / "ablation_rank.csv")
+    assert set(rank["prior_rank"]) == {0, 3} and set(rank["truncation"]) == {"svd"}
+    assert len(rank[["prior_rank", "seed"]].drop_duplicates()) == 2 * 2
     table = (res / "tables" / "table_supervised.md").read_text()
     assert "sgd_transfer" in table and "±" in table
     runs = sorted((res / "runs").rglob("seed*.json"))
     assert len(runs) == 3 * 2 * 2
-    import pandas as pd
 
     tidy = pd.read_csv(res / "tables" / "runs.csv")
     assert set(tidy["method"]) == {"sgd_transfer", "bnn_learned_prior", "sgd_ensemble"}
@@ -101,7 +113,8 @@ def test_smoke_run_end_to_end_then_nothing_to_do_then_only_dependents_rerun(work
     rerun = [line for line in text.splitlines() if line.strip().startswith("wildcards:") and "method=" in line]
     assert rerun and all("method=bnn_learned_prior" in line for line in rerun), text
     rules = {line.split()[1].rstrip(":") for line in text.splitlines() if line.startswith(("rule ", "localrule "))}
-    assert rules == {"tune", "fit", "aggregate", "figure_data_size", "tables", "all"}, rules
+    assert {"tune", "fit", "aggregate", "tables", "sweep_rank", "sweep_lambda", "all"} <= rules, rules
+    assert not rules & {"pretrain", "learn_prior", "landscape", "figure_landscape"}, rules
 
 
 @pytest.mark.slow

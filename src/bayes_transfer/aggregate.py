@@ -32,6 +32,7 @@ def tidy_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
             "wall_time_s": rec.get("wall_time_s"), "code_version": rec.get("code_version"),
             "prior_rank": (rec.get("hyper") or {}).get("prior_rank"),
             "prior_scale": (rec.get("hyper") or {}).get("prior_scale"),
+            "truncation": (rec.get("hyper") or {}).get("prior_truncation"),
             "path": str(path),
         }
         if not rec["success"]:
@@ -106,7 +107,7 @@ def to_markdown(table: pd.DataFrame, caption: str) -> str:
 
 def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     cols = list(table.columns)
-    esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$")  # noqa: E731
+    esc = lambda s: str(s).replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$")  # noqa: E731
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(caption)}}}", rf"\label{{{label}}}",
              r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule",
              " & ".join([esc(table.index.name or "")] + [esc(c) for c in cols]) + r" \\", r"\midrule"]
@@ -115,3 +116,19 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
+
+
+def accuracy_metric(dataset: str) -> str:
+    """The accuracy the paper reports for ``dataset``: mean per-class for Flowers and Pets, top-1 otherwise."""
+    return "mean_per_class_accuracy" if dataset in ("flowers102", "oxford_pets") else "accuracy"
+
+
+def sweep_summary(tidy: pd.DataFrame, x: str, eval_set: str = "test") -> pd.DataFrame:
+    """Mean ± SE over seeds of the paper's accuracy per method and value of ``x`` (an ablation sweep),
+    with failed runs counted in ``n_failed``."""
+    if tidy.empty:
+        raise ValueError("no runs in the ablation table")
+    metric = accuracy_metric(str(tidy["dataset"].iloc[0]))
+    s = summarise(tidy, by=["dataset", "pretraining", "method", "n_train", x, "eval_set", "metric"])
+    s = s[((s["metric"] == metric) & (s["eval_set"] == eval_set)) | s["metric"].isna()]
+    return s.sort_values(["method", x]).reset_index(drop=True)

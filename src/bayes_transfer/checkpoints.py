@@ -310,3 +310,74 @@ def save_backbone_checkpoint(
             pass
         raise
     return path
+
+
+# --------------------------------------------------------------------------- the paper's source checkpoints
+SIMCLR_SOURCE = (
+    "SimCLR v1 (Chen et al. 2020) ResNet-50 (1x) from https://github.com/google-research/simclr "
+    "(checkpoint ResNet50_1x), converted to PyTorch in torchvision key layout, e.g. with "
+    "https://github.com/tonylins/simclr-converter (writes {'state_dict': ...}); "
+    "{'resnet': ...} files and 'module.'/'encoder.' prefixes are accepted too"
+)
+
+
+def fetch_source_weights(
+    arch: str, pretraining: str, cfg: Mapping[str, Any], root: str | os.PathLike = "data"
+) -> dict[str, Any]:
+    """Make the ImageNet source checkpoint of (``arch``, ``pretraining``) available; return its manifest.
+
+    ``cfg`` is the ``checkpoints`` config section. ``supervised``: torchvision's
+    ``cfg["torchvision_weights"]`` weights, read from (or downloaded once into)
+    ``<torch_home>/hub/checkpoints``. ``simclr``: the converted file ``cfg["simclr"][arch]`` (``{root}``
+    replaced by ``root``). Either file is read and checked to hold every backbone tensor of ``arch``
+    in torchvision's layout. The manifest (arch, pretraining, path, bytes, number of backbone tensors,
+    origin) is what the pretrain stage reads.
+    """
+    from .models import build_model, load_backbone_state
+
+    torch_home = cfg.get("torch_home")
+    if pretraining == "supervised":
+        from torchvision.models import get_model_weights
+
+        weights = cfg.get("torchvision_weights", "IMAGENET1K_V1")
+        state = torchvision_imagenet_state(arch, weights, torch_home=torch_home)
+        member = get_model_weights(arch).verify(weights)
+        path = _hub_checkpoint_dir(torch_home) / os.path.basename(urlparse(member.url).path)
+        origin = f"torchvision {member} ({member.url})"
+    elif pretraining == "simclr":
+        files = cfg.get("simclr") or {}
+        if arch not in files:
+            raise ValueError(
+                f"checkpoints.simclr has no file for {arch!r} (it lists {sorted(files)}); add "
+                f"checkpoints.simclr.{arch}: <path> pointing to {SIMCLR_SOURCE}"
+            )
+        path = Path(str(files[arch]).format(root=os.fspath(root))).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"SimCLR checkpoint for {arch} not found: expected the file {str(path)!r} "
+                f"(config checkpoints.simclr.{arch}). To obtain it: {SIMCLR_SOURCE}."
+            )
+        state = load_checkpoint_state(path)
+        origin = f"SimCLR converted checkpoint {path}"
+    else:
+        raise ValueError(f"unknown pre-training {pretraining!r}; expected supervised or simclr")
+    model = build_model(arch, 1000)
+    try:
+        loaded = load_backbone_state(model, state)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a {arch} checkpoint in torchvision layout: {err}") from err
+    return {
+        "arch": arch,
+        "pretraining": pretraining,
+        "path": str(Path(path).resolve()),
+        "bytes": Path(path).stat().st_size,
+        "backbone_tensors": len(loaded),
+        "origin": origin,
+    }
+
+
+def load_source_weights(manifest: Mapping[str, Any], arch: str) -> dict[str, torch.Tensor]:
+    """The backbone state dict a :func:`fetch_source_weights` manifest points to (checked against ``arch``)."""
+    if manifest.get("arch") != arch:
+        raise ValueError(f"the weights manifest is for {manifest.get('arch')!r}, the model is {arch!r}")
+    return load_checkpoint_state(manifest["path"])

@@ -66,3 +66,40 @@ def check_config(config: Mapping) -> None:
     train = config.get("train") or {}
     if train.get("prior_rank") is not None and train["prior_rank"] > (config.get("swag") or {}).get("max_rank", 20):
         raise ConfigError(f"train.prior_rank: {train['prior_rank']} is above swag.max_rank")
+    _check_ablations(config, pool)
+    from .segmentation import segmentation_config_problems  # the segmentation section's checks live beside it
+
+    problems = segmentation_config_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
+
+
+def _check_ablations(config: Mapping, pool: int) -> None:
+    abl = config.get("ablations") or {}
+    rank, lam = abl.get("rank") or {}, abl.get("lambda") or {}
+    mean, land = abl.get("learned_mean") or {}, abl.get("landscape") or {}
+    enabled = bool(rank.get("methods") or lam.get("methods") or mean.get("methods") or land.get("enabled"))
+    if not enabled:
+        return
+    pretraining = abl.get("pretraining", "simclr")
+    if pretraining not in (config.get("pretrainings") or []):
+        raise ConfigError(f"ablations.pretraining: {pretraining!r} is not one of pretrainings "
+                          f"{config.get('pretrainings')}")
+    n = abl.get("n_train", 50)
+    if (rank.get("methods") or lam.get("methods")) and n not in (config.get("sizes") or []):
+        raise ConfigError(f"ablations.n_train: {n} must be one of sizes {config.get('sizes')} "
+                          "(the sweeps reuse the values tuned at that size)")
+    max_rank = (config.get("swag") or {}).get("max_rank", 20)
+    for i, k in enumerate(rank.get("ranks") or []):
+        if k > max_rank:
+            raise ConfigError(f"ablations.rank.ranks[{i}]: rank {k} is above swag.max_rank ({max_rank})")
+    if land.get("enabled") and land.get("prior_directions", 5) > max_rank:
+        raise ConfigError(f"ablations.landscape.prior_directions: {land['prior_directions']} is above "
+                          f"swag.max_rank ({max_rank})")
+    if land.get("enabled") and land.get("n_train", 250) > pool:
+        raise ConfigError(f"ablations.landscape.n_train: {land['n_train']} is larger than the training pool "
+                          f"({pool} examples)")
+    shown = (abl.get("reliability") or {}).get("methods")
+    for i, m in enumerate(shown or []):
+        if m not in (config.get("methods") or []):
+            raise ConfigError(f"ablations.reliability.methods[{i}]: {m!r} is not one of methods")

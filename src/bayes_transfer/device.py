@@ -1,8 +1,10 @@
-"""The one place where the compute device is chosen."""
+"""The one place where the compute device and the way it is used (precision, memory format, loaders) are chosen."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -25,3 +27,85 @@ def get_device(preference: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How training and prediction use the device: chosen once, by :func:`runtime_options`.
+
+    ``autocast``: dtype of ``torch.autocast`` around forward passes and losses (None: off; parameters,
+    optimiser states, priors and the Bayesian model average stay float32/float64 either way).
+    ``channels_last``: model and image batches in NHWC memory format (faster convolutions on tensor cores).
+    ``num_workers`` / ``pin_memory``: of the ``DataLoader`` of datasets that decode images from disk.
+    """
+
+    autocast: torch.dtype | None = None
+    channels_last: bool = False
+    num_workers: int = 0
+    pin_memory: bool = False
+
+    def autocast_context(self, device: torch.device):
+        """``torch.autocast`` for ``device`` with this dtype, or a no-op context when off."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=self.autocast)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _available_cpus() -> int:
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
+    if slurm and slurm.isdigit():
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def runtime_options(
+    device: torch.device | str,
+    *,
+    autocast: str | None = "auto",
+    channels_last: bool | None = None,
+    num_workers: int | None = None,
+) -> RuntimeOptions:
+    """The runtime options for ``device``; every argument left at its default is chosen automatically.
+
+    On a CUDA device: bf16 autocast where the GPU supports bf16, channels-last, pinned memory and one
+    data-loader worker per CPU of the job but one (at most 16; ``SLURM_CPUS_PER_TASK`` counts). On anything
+    else all of it is off, so CPU runs are exactly the plain float32 code path (and reproducible).
+    ``autocast`` may be ``"auto"``, ``"bf16"`` or ``None``/``"off"``; requesting bf16 explicitly
+    also works on the CPU, which is how the tests run that code path. The environment variable
+    ``BAYES_TRANSFER_AUTOCAST`` (``off``, ``bf16``) overrides ``"auto"``.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if autocast == "auto":
+        autocast = os.environ.get("BAYES_TRANSFER_AUTOCAST", "auto").lower()
+    if autocast == "auto":
+        # bf16 needs no loss scaling (fp16 would, which the SG-MCMC noise, scaled by the lr, does not allow):
+        # on GPUs without bf16 (before Ampere) training stays float32
+        dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+    elif autocast in (None, "off", "none", "false"):
+        dtype = None
+    elif autocast in ("bf16", "bfloat16"):
+        dtype = torch.bfloat16
+    else:
+        raise ValueError(f"autocast must be 'auto', 'bf16' or 'off', got {autocast!r}")
+    if num_workers is None:
+        num_workers = min(16, max(_available_cpus() - 1, 0)) if cuda else 0
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    return RuntimeOptions(
+        autocast=dtype,
+        channels_last=cuda if channels_last is None else bool(channels_last),
+        num_workers=int(num_workers),
+        pin_memory=cuda,
+    )

@@ -36,7 +36,7 @@ from .learn_prior import SWAGConfig, learn_prior
 from .methods import run_method
 from .pretrain import PretrainConfig, pretrain
 from .prior import GaussianPrior
-from .train import Hyper
+from .train import Hyper, remove_checkpoints, resumable
 
 log = logging.getLogger("bayes_transfer.experiment")
 
@@ -136,11 +136,22 @@ def load_task(data_cfg: Mapping) -> Task:
 
     root = data_cfg.get("root", "data")
     size = data_cfg.get("image_size", 224)
-    train = paper.load_paper_dataset(name, root, "train", image_size=size, train_transform=True)
+    pool = paper.load_pool(name, root, image_size=size)  # Flowers-102: train + val
     test = paper.load_paper_dataset(name, root, "test", image_size=size, train_transform=False)
     shifted = (paper.load_cifar101(Path(root) / "cifar10.1", image_size=size)
                if data_cfg.get("shifted_test") == "cifar10.1" else None)
-    return Task(name, None, train, test, shifted, paper.NUM_CLASSES[name], 1000, paper.PAPER_METRIC[name])
+    # the source task (ImageNet) is read only by SWAG (prior_stage), see source_train_set
+    return Task(name, None, pool, test, shifted, paper.NUM_CLASSES[name], 1000, paper.PAPER_METRIC[name],
+                paper.simclr_augment)
+
+
+def source_train_set(task: Task, data_cfg: Mapping) -> Dataset:
+    """The source task's training set: the digits' source split, or ImageNet's at paper scale."""
+    if task.source_train is not None:
+        return task.source_train
+    from .data import paper
+
+    return paper.load_imagenet_train(data_cfg.get("root", "data"), data_cfg.get("image_size", 224))
 
 
 def training_subset(task: Task, n: int, seed: int) -> Dataset:
@@ -173,18 +184,57 @@ def holdout_split(task: Task, subset: Dataset, fraction: float, seed: int) -> tu
 
 # ---------------------------------------------------------------------------------------------- stages
 def pretrain_stage(pretraining: str, data_cfg: Mapping, model_cfg: Mapping, pretrain_cfg: Mapping, out: str,
-                   seed: int = 0, device: str | None = None) -> dict:
-    """Train the source checkpoint (embedded default) and save model + source objective."""
+                   seed: int = 0, device: str | None = None, checkpoint_every: int = 0) -> dict:
+    """Train the source checkpoint (embedded default) and save model + source objective.
+
+    ``checkpoint_every > 0``: the training state is saved to ``<out>.ckpt`` periodically, a rerun after a
+    kill continues from it, and it is removed once ``out`` is written.
+    """
     task = load_task(data_cfg)
     dev = get_device(device)
     t0 = time.perf_counter()
-    model, objective, history = pretrain(model_cfg["arch"], pretraining, task.source_train, task.source_classes,
-                                         PretrainConfig(**pretrain_cfg), augment=task.augment, seed=seed,
-                                         device=dev, arch_kwargs=model_cfg.get("kwargs"))
+    model, objective, history = pretrain(model_cfg["arch"], pretraining, source_train_set(task, data_cfg),
+                                         task.source_classes, PretrainConfig(**pretrain_cfg), augment=task.augment,
+                                         seed=seed, device=dev, arch_kwargs=model_cfg.get("kwargs"),
+                                         checkpoint_path=f"{out}.ckpt", checkpoint_every=checkpoint_every)
     meta = {"arch": model_cfg["arch"], "pretraining": pretraining, "source_task": f"{task.name} source",
             "history": history, "wall_time_s": time.perf_counter() - t0, "code_version": code_version()}
     save_torch({"state_dict": model.cpu().state_dict(), "objective": objective.cpu().state_dict(),
                 "metadata": meta}, out)
+    Path(f"{out}.ckpt").unlink(missing_ok=True)
+    return meta
+
+
+def convert_stage(pretraining: str, weights_manifest: str, model_cfg: Mapping, out: str, seed: int = 0) -> dict:
+    """Paper scale: the fetched ImageNet checkpoint in the format :func:`pretrain_stage` writes.
+
+    ``weights_manifest`` is the JSON of rule fetch_weights (:func:`~bayes_transfer.checkpoints.
+    fetch_source_weights`). The supervised checkpoint keeps its 1000-class ``fc`` (the source head SWAG
+    fine-tunes with); SimCLR checkpoints have no classifier, and the projection head of the SimCLR source
+    loss is freshly initialised (seeded), as the converted checkpoints do not include it.
+    """
+    from .checkpoints import load_source_weights
+    from .data.paper import simclr_augment
+    from .models import build_model, load_backbone_state
+    from .pretrain import SourceObjective
+
+    manifest = json.loads(Path(weights_manifest).read_text())
+    arch = model_cfg["arch"]
+    if manifest.get("pretraining") != pretraining:
+        raise ValueError(f"{weights_manifest} is for pre-training {manifest.get('pretraining')!r}, "
+                         f"not {pretraining!r}")
+    state = load_source_weights(manifest, arch)
+    torch.manual_seed(seed)
+    model = build_model(arch, 1000, **(model_cfg.get("kwargs") or {}))
+    load_backbone_state(model, state)
+    if pretraining == "supervised":
+        if "fc.weight" not in state:
+            raise ValueError(f"{manifest['path']}: a supervised checkpoint needs its ImageNet classifier fc.*")
+        model.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    objective = SourceObjective(pretraining, model.feature_dim, augment=simclr_augment, seed=seed)
+    meta = {"arch": arch, "pretraining": pretraining, "source_task": "imagenet", "weights": manifest,
+            "code_version": code_version()}
+    save_torch({"state_dict": model.state_dict(), "objective": objective.state_dict(), "metadata": meta}, out)
     return meta
 
 
@@ -196,8 +246,13 @@ def load_pretrained(path: str) -> dict:
 
 
 def prior_stage(pretraining: str, checkpoint: str, data_cfg: Mapping, model_cfg: Mapping, swag_cfg: Mapping,
-                out: str, seed: int = 0, device: str | None = None) -> GaussianPrior:
-    """Learn the SWAG prior from a checkpoint on its own source loss; the prior file is reusable."""
+                out: str, seed: int = 0, device: str | None = None, checkpoint_every: int = 0) -> GaussianPrior:
+    """Learn the SWAG prior from a checkpoint on its own source loss; the prior file is reusable.
+
+    At paper scale the source task is ImageNet's training set (:func:`source_train_set`).
+    ``checkpoint_every > 0``: the SWAG state is saved to ``<out>.ckpt`` periodically, a rerun after a kill
+    continues from it, and it is removed once ``out`` is written.
+    """
     from .models import build_model
     from .pretrain import SourceObjective
 
@@ -208,10 +263,42 @@ def prior_stage(pretraining: str, checkpoint: str, data_cfg: Mapping, model_cfg:
     model.load_state_dict(ckpt["state_dict"])
     objective = SourceObjective(pretraining, model.feature_dim, augment=task.augment, seed=seed)
     objective.load_state_dict(ckpt["objective"])
-    prior = learn_prior(model, objective, task.source_train, SWAGConfig(**swag_cfg), seed=seed, device=dev,
-                        metadata={"arch": model_cfg["arch"], "pretraining": pretraining,
-                                  "source_task": f"{task.name} source", "checkpoint": str(checkpoint),
-                                  "code_version": code_version()})
+    source = "imagenet" if task.source_train is None else f"{task.name} source"
+    prior = learn_prior(model, objective, source_train_set(task, data_cfg), SWAGConfig(**swag_cfg), seed=seed,
+                        device=dev, metadata={"arch": model_cfg["arch"], "pretraining": pretraining,
+                                              "source_task": source, "checkpoint": str(checkpoint),
+                                              "code_version": code_version()},
+                        checkpoint_path=f"{out}.ckpt", checkpoint_every=checkpoint_every)
+    prior.save(out)
+    Path(f"{out}.ckpt").unlink(missing_ok=True)
+    return prior
+
+
+def import_prior_stage(pretraining: str, checkpoint: str, prefix: str, model_cfg: Mapping, out: str) -> GaussianPrior:
+    """Paper scale: the authors' released prior (priorBox files ``<prefix>_*.pt``) as this library's prior file.
+
+    The imported prior is checked against the backbone of the pre-trained ``checkpoint`` (same parameter
+    names and shapes) so a prior of another architecture fails here, not in the first training job.
+    """
+    from .models import build_model, load_backbone_state, split_named_parameters
+
+    files = [Path(f"{prefix}_{k}.pt") for k in ("mean", "variance", "covmat", "model")]
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        listing = "\n".join(f"  {'MISSING' if p in missing else 'found  '} {p}" for p in files)
+        raise FileNotFoundError(
+            f"released prior for {model_cfg['arch']} {pretraining} not found (prior.priorbox_prefix):\n{listing}\n"
+            "To obtain it: download the priors released with the paper (github.com/hsouri/BayesianTransferLearning, "
+            "'priors' links in its README) and place the four files at these paths, or learn the prior here with "
+            "prior.source: swag (needs ImageNet's training set)."
+        )
+    prior = GaussianPrior.from_priorbox(prefix, metadata={
+        "arch": model_cfg["arch"], "pretraining": pretraining, "source_task": "imagenet",
+        "checkpoint": str(checkpoint), "code_version": code_version()})
+    model = build_model(model_cfg["arch"], 1000, **(model_cfg.get("kwargs") or {}))
+    load_backbone_state(model, load_pretrained(checkpoint)["state_dict"])
+    backbone, _ = split_named_parameters(model)
+    prior.check_params(backbone)
     prior.save(out)
     return prior
 
@@ -235,9 +322,15 @@ def grid_points(grid: Mapping[str, list]) -> list[dict]:
 
 def tune_stage(method: str, sizes: list[int], pretraining: str, *, checkpoint: str, prior_path: str | None,
                data_cfg: Mapping, model_cfg: Mapping, train_cfg: Mapping, grid: Mapping[str, list],
-               tuning_cfg: Mapping, outs: list[str], device: str | None = None) -> list[dict]:
+               tuning_cfg: Mapping, outs: list[str], device: str | None = None,
+               checkpoint_every: int = 0) -> list[dict]:
     """For each size: fit every grid point on the training part of a tuning subsample, score it on the
-    held-out part, and write the selection (with every grid point's score) to the size's file."""
+    held-out part, and write the selection (with every grid point's score) to the size's file.
+
+    ``checkpoint_every > 0``: every fit is resumable (states ``<out>.point<i>.fit<k>.ckpt``, see
+    :func:`~bayes_transfer.train.resumable`, one prefix per grid point); a rerun after a kill skips finished
+    grid points and continues
+    the interrupted one. The states are removed once every output is written."""
     if len(outs) != len(sizes):
         raise ValueError("one output path per training size is needed")
     task = load_task(data_cfg)
@@ -252,11 +345,12 @@ def tune_stage(method: str, sizes: list[int], pretraining: str, *, checkpoint: s
         train, val = holdout_split(task, subset, float(tuning_cfg.get("holdout_fraction", 0.3)), seed)
         val_labels = _labels_tensor(task, val)
         rows, t0 = [], time.perf_counter()
-        for point in grid_points(grid):
+        for i, point in enumerate(grid_points(grid)):
             hp = Hyper.from_dict(dict(train_cfg) | point)
-            res = run_method(method, arch=model_cfg["arch"], pretrained_state=state,
-                             num_classes=task.num_classes, train_set=train, eval_sets={"val": val}, hp=hp,
-                             seed=seed, learned_prior=prior, device=dev, arch_kwargs=model_cfg.get("kwargs"))
+            with resumable(f"{out}.point{i}", checkpoint_every):
+                res = run_method(method, arch=model_cfg["arch"], pretrained_state=state,
+                                 num_classes=task.num_classes, train_set=train, eval_sets={"val": val}, hp=hp,
+                                 seed=seed, learned_prior=prior, device=dev, arch_kwargs=model_cfg.get("kwargs"))
             score = _score(task, res.probs["val"], val_labels, metric) if res.success else float("nan")
             rows.append({"values": point, "score": score, "success": res.success, "reason": res.reason})
             log.info("tune %s n=%d %s -> %s %.4f %s", method, n, point, metric, score, res.reason)
@@ -271,13 +365,23 @@ def tune_stage(method: str, sizes: list[int], pretraining: str, *, checkpoint: s
         }
         write_json(out, result)
         results.append(result)
+    for out in outs:
+        remove_checkpoints(out)
     return results
 
 
 def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkpoint: str,
               prior_path: str | None, tuning_path: str | None, data_cfg: Mapping, model_cfg: Mapping,
-              train_cfg: Mapping, outs: list[str], device: str | None = None) -> list[dict]:
-    """Fit ``method`` with the selected values on n examples for each seed; one result file per run."""
+              train_cfg: Mapping, outs: list[str], overrides: Mapping | None = None,
+              device: str | None = None, checkpoint_every: int = 0) -> list[dict]:
+    """Fit ``method`` with the selected values on n examples for each seed; one result file per run.
+
+    ``checkpoint_every > 0``: the fits are resumable (states ``<out>.fit<k>.ckpt``, see
+    :func:`~bayes_transfer.train.resumable`): a rerun after a kill continues from the last state and ends
+    with the same numbers; the states are removed once every output is written.
+
+    ``overrides`` (e.g. ``{"prior_rank": 5}`` in the rank ablation) replace config and selected values alike.
+    """
     if len(outs) != len(seeds):
         raise ValueError("one output path per seed is needed")
     task = load_task(data_cfg)
@@ -289,7 +393,8 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
         tuning = json.loads(Path(tuning_path).read_text())
         tuning_ok, tuning_reason = tuning["success"], tuning.get("reason", "")
         selected = tuning["selected"] or {}
-    hp = Hyper.from_dict(dict(train_cfg) | selected)
+    overrides = dict(overrides or {})
+    hp = Hyper.from_dict(dict(train_cfg) | selected | overrides)
     eval_sets = task.eval_sets()
     labels = {k: _labels_tensor(task, ds) for k, ds in eval_sets.items()}
     results = []
@@ -297,15 +402,17 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
         t0 = time.perf_counter()
         train = training_subset(task, n, seed)
         if tuning_ok:
-            res = run_method(method, arch=model_cfg["arch"], pretrained_state=state, num_classes=task.num_classes,
-                             train_set=train, eval_sets=eval_sets, hp=hp, seed=seed, learned_prior=prior,
-                             device=dev, arch_kwargs=model_cfg.get("kwargs"))
+            with resumable(out, checkpoint_every):
+                res = run_method(method, arch=model_cfg["arch"], pretrained_state=state,
+                                 num_classes=task.num_classes, train_set=train, eval_sets=eval_sets, hp=hp,
+                                 seed=seed, learned_prior=prior, device=dev, arch_kwargs=model_cfg.get("kwargs"))
             success, reason = res.success, res.reason
         else:
             res, success, reason = None, False, f"tuning failed: {tuning_reason}"
         record = {
             "method": method, "pretraining": pretraining, "dataset": task.name, "arch": model_cfg["arch"],
-            "n_train": n, "seed": seed, "hyper": hp.to_dict(), "selected": selected, "success": success,
+            "n_train": n, "seed": seed, "hyper": hp.to_dict(), "selected": selected, "overrides": overrides,
+            "success": success,
             "reason": reason, "code_version": code_version(), "wall_time_s": time.perf_counter() - t0,
             "metrics": {}, "diagnostics": res.diagnostics() if res else {},
         }
@@ -318,4 +425,6 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
         results.append(record)
         log.info("fit %s n=%d seed=%d success=%s %s", method, n, seed, success,
                  {k: round(v["accuracy"], 4) for k, v in record["metrics"].items()})
+    for out in outs:
+        remove_checkpoints(out)
     return results

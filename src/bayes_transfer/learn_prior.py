@@ -18,12 +18,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import __version__
+from .device import RuntimeOptions, runtime_options
 from .models import split_named_parameters
 from .pretrain import SourceObjective
 from .prior import GaussianPrior
 from .swag import SWAGCollector
 from .samplers import cosine_factor, set_lr
-from .train import batches
+from .train import BatchStream, load_matching_state, rng_states, save_state, set_rng_states
 
 log = logging.getLogger("bayes_transfer.learn_prior")
 
@@ -44,37 +45,64 @@ class SWAGConfig:
 
 
 def learn_prior(model: nn.Module, objective: SourceObjective, source_train: Dataset, cfg: SWAGConfig, *,
-                seed: int = 0, device="cpu", metadata: dict | None = None) -> GaussianPrior:
+                seed: int = 0, device="cpu", metadata: dict | None = None, runtime: RuntimeOptions | None = None,
+                checkpoint_path: str | None = None, checkpoint_every: int = 0) -> GaussianPrior:
     """Fine-tune ``model`` on ``objective`` with a cyclical cosine schedule and fit SWAG to its backbone.
 
     ``model`` is modified in place (it ends at the last snapshot). The returned prior covers exactly
     the feature extractor's parameters (names from :func:`~bayes_transfer.models.split_named_parameters`).
+    With ``checkpoint_path`` and ``checkpoint_every > 0`` the whole state (SWAG moments included) is saved
+    there every ``checkpoint_every`` steps, and a run finding the file continues from it (same prior on the
+    CPU as an uninterrupted run); the caller deletes it when done.
     """
     device = torch.device(device)
+    runtime = runtime_options(device) if runtime is None else runtime
     torch.manual_seed(seed)
-    model.to(device).train()
+    model = runtime.prepare_model(model.to(device)).train()
     objective.to(device).train()
     backbone, _ = split_named_parameters(model)
     params = list(model.parameters()) + list(objective.parameters())
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     collector = SWAGCollector(backbone, max_rank=cfg.max_rank, variance_floor=cfg.variance_floor)
-    stream = batches(source_train, cfg.batch_size, torch.Generator().manual_seed(seed), device)
+    stream = BatchStream(source_train, cfg.batch_size, torch.Generator().manual_seed(seed), device, runtime)
     n = cfg.steps_per_cycle
     snap_at = {n - 1 - round(j * (n / 2) / cfg.snapshots_per_cycle) for j in range(cfg.snapshots_per_cycle)}
-    for cycle in range(cfg.cycles):
-        for t in range(n):
-            set_lr(opt, cfg.lr * cosine_factor(t, n))
-            xb, yb = next(stream)
-            loss = objective(model, xb, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if t in snap_at:
-                if not math.isfinite(float(loss.detach())):
-                    raise FloatingPointError(f"SWAG fine-tuning diverged in cycle {cycle} (loss {float(loss)})")
-                collector.collect(backbone)
-        log.info("swag cycle %d/%d loss %.4f snapshots %d", cycle + 1, cfg.cycles, float(loss.detach()),
-                 collector.n_snapshots)
+    total, start = cfg.cycles * n, 0
+    resume = checkpoint_path is not None and checkpoint_every > 0
+    key = {"kind": objective.kind, "cfg": vars(cfg), "seed": seed, "num_data": len(source_train)}
+    saved = load_matching_state(checkpoint_path, key) if resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        objective.load_state_dict(saved["objective"])
+        objective.generator.set_state(saved["objective_generator"])
+        opt.load_state_dict(saved["optimizer"])
+        stream.load_state_dict(saved["stream"])
+        collector.load_state_dict(saved["swag"])
+        set_rng_states(saved["rng"], device)
+        start = int(saved["step"])
+        log.info("swag resumed at step %d/%d from %s", start, total, checkpoint_path)
+    for step in range(start, total):
+        cycle, t = divmod(step, n)
+        set_lr(opt, cfg.lr * cosine_factor(t, n))
+        xb, yb = next(stream)
+        with runtime.autocast_context(device):
+            loss = objective(model, runtime.prepare_input(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if t in snap_at:
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"SWAG fine-tuning diverged in cycle {cycle} (loss {float(loss)})")
+            collector.collect(backbone)
+        if t == n - 1:
+            log.info("swag cycle %d/%d loss %.4f snapshots %d", cycle + 1, cfg.cycles, float(loss.detach()),
+                     collector.n_snapshots)
+        if resume and (step + 1) % checkpoint_every == 0 and step + 1 < total:
+            save_state({"key": key, "step": step + 1, "model": model.state_dict(),
+                        "objective": objective.state_dict(),
+                        "objective_generator": objective.generator.get_state(), "optimizer": opt.state_dict(),
+                        "stream": stream.state_dict(), "swag": collector.state_dict(), "rng": rng_states(device)},
+                       checkpoint_path)
     meta = {
         "source_loss": objective.kind,
         "swag": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from .device import RuntimeOptions, runtime_options
 from .losses import ProjectionHead, nt_xent
 from .models import build_model
 from .samplers import cosine_factor, set_lr
-from .train import batches
+from .train import BatchStream, load_matching_state, rng_states, save_state, set_rng_states
 
 log = logging.getLogger("bayes_transfer.pretrain")
 
@@ -72,27 +73,45 @@ class PretrainConfig:
 
 
 def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: PretrainConfig, *,
-             augment: Callable | None = None, seed: int = 0, device="cpu", arch_kwargs: dict | None = None
-             ) -> tuple[nn.Module, SourceObjective, list[dict]]:
+             augment: Callable | None = None, seed: int = 0, device="cpu", arch_kwargs: dict | None = None,
+             runtime: RuntimeOptions | None = None, checkpoint_path: str | None = None,
+             checkpoint_every: int = 0) -> tuple[nn.Module, SourceObjective, list[dict]]:
     """Train a model from scratch on the source task; returns (model, objective, history).
 
     For SimCLR the model's ``fc`` is untouched (the head is trained downstream); the objective carries
-    the trained projection head, which the prior-learning step continues to use.
+    the trained projection head, which the prior-learning step continues to use. With ``checkpoint_path``
+    and ``checkpoint_every > 0`` the whole state is saved there every ``checkpoint_every`` steps and a run
+    finding the file continues from it (same numbers on the CPU); the caller deletes it when done.
     """
     device = torch.device(device)
+    runtime = runtime_options(device) if runtime is None else runtime
     torch.manual_seed(seed)
-    model = build_model(arch, num_classes, **(arch_kwargs or {})).to(device).train()
+    model = build_model(arch, num_classes, **(arch_kwargs or {})).to(device)
+    model = runtime.prepare_model(model).train()
     objective = SourceObjective(kind, model.feature_dim, augment=augment, seed=seed).to(device)
     params = list(model.parameters()) + list(objective.parameters())
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    stream = batches(train_set, cfg.batch_size, gen, device)
-    history, t0 = [], time.perf_counter()
-    for step in range(cfg.steps):
+    stream = BatchStream(train_set, cfg.batch_size, gen, device, runtime)
+    history, t0, start = [], time.perf_counter(), 0
+    resume = checkpoint_path is not None and checkpoint_every > 0
+    key = {"arch": arch, "kind": kind, "cfg": vars(cfg), "seed": seed, "num_data": len(train_set)}
+    saved = load_matching_state(checkpoint_path, key) if resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        objective.load_state_dict(saved["objective"])
+        objective.generator.set_state(saved["objective_generator"])
+        opt.load_state_dict(saved["optimizer"])
+        stream.load_state_dict(saved["stream"])
+        set_rng_states(saved["rng"], device)
+        history, start = saved["history"], int(saved["step"])
+        log.info("pretrain %s resumed at step %d/%d from %s", kind, start, cfg.steps, checkpoint_path)
+    for step in range(start, cfg.steps):
         lr = cfg.lr * cosine_factor(step, cfg.steps)
         set_lr(opt, lr)
         xb, yb = next(stream)
-        loss = objective(model, xb, yb)
+        with runtime.autocast_context(device):
+            loss = objective(model, runtime.prepare_input(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -102,4 +121,10 @@ def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: Pr
                 raise FloatingPointError(f"pre-training ({kind}) diverged at step {step}: loss {value}")
             history.append({"step": step, "lr": lr, "loss": value, "time_s": time.perf_counter() - t0})
             log.info("pretrain %s step %d/%d loss %.4f lr %.3g", kind, step, cfg.steps, value, lr)
+        if resume and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_state({"key": key, "step": step + 1, "model": model.state_dict(),
+                        "objective": objective.state_dict(),
+                        "objective_generator": objective.generator.get_state(), "optimizer": opt.state_dict(),
+                        "stream": stream.state_dict(), "rng": rng_states(device), "history": history},
+                       checkpoint_path)
     return model, objective, history

@@ -504,4 +504,7 @@ class BoundPrior(nn.Module):
         torch._foreach_add_(grads, residuals, alpha=scale)
         if self.rank > 0:
             for grad, g in zip(grads, self.gfacs):
-                grad.view(-1).addmv_(g.t(), c, alpha=-1.0)
+                if grad.is_contiguous():
+                    grad.view(-1).addmv_(g.t(), c, alpha=-1.0)
+                else:  # e.g. a channels-last convolution weight: G's columns follow the logical order
+                    grad.sub_(torch.mv(g.t(), c).view(grad.shape))

@@ -77,6 +77,23 @@ class SWAGCollector:
             # deviation from the running mean that includes this snapshot (as in SWAG's reference)
             self.deviations.append((theta - self.mean).float())
 
+    def state_dict(self) -> dict:
+        """Everything needed to continue collecting after a restart (see :meth:`load_state_dict`)."""
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes], "max_rank": self.max_rank,
+                "n_snapshots": self.n_snapshots, "mean": self.mean.clone(), "m2": self.m2.clone(),
+                "deviations": [d.clone() for d in self.deviations]}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore a :meth:`state_dict` taken from a collector over the same parameters."""
+        if list(state["names"]) != self.names or [tuple(s) for s in state["shapes"]] != self.shapes:
+            raise ValueError("the saved SWAG state covers other parameters than this collector")
+        if int(state["max_rank"]) != self.max_rank:
+            raise ValueError(f"the saved SWAG state has max_rank {state['max_rank']}, this collector {self.max_rank}")
+        self.n_snapshots = int(state["n_snapshots"])
+        self.mean = state["mean"].to(torch.float64).clone()
+        self.m2 = state["m2"].to(torch.float64).clone()
+        self.deviations = deque((d.clone() for d in state["deviations"]), maxlen=self.max_rank)
+
     def diagonal_variance(self) -> Tensor:
         """Population variance of the snapshots (divided by their number), clamped at the floor."""
         return (self.m2 / max(self.n_snapshots, 1)).clamp_min(self.variance_floor)

@@ -15,26 +15,6 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
-rule figure_data_size:
-    input:
-        summary="results/tables/summary.csv",
-    output:
-        report(
-            "results/figures/fig4_{pretraining}.png",
-            caption="../report/fig4.rst",
-            category="Data-size curves (Fig. 4)",
-            labels={"pretraining": "{pretraining}"},
-        ),
-    params:
-        methods=METHOD_LIST,
-    log:
-        "results/logs/figures/fig4_{pretraining}.log",
-    conda:
-        "../envs/pipeline.yaml"
-    script:
-        "../scripts/figure_data_size.py"
-
-
 rule tables:
     input:
         summary="results/tables/summary.csv",

@@ -90,11 +90,11 @@ def all_run_files():
 def all_targets():
     return [
         f"results/tables/runs.csv",
-        *[f"results/figures/fig4_{p}.png" for p in PRETRAININGS],
         *[f"results/tables/table_{p}.md" for p in PRETRAININGS],
         *[f"results/tables/table_{p}.tex" for p in PRETRAININGS],
         *([f"results/tables/table14_shifted_{p}.md" for p in PRETRAININGS]),
         *ablation_targets(),
         *segmentation_targets(),
         *audit_targets(),
+        *sweep_targets(),
     ]

@@ -12,4 +12,6 @@ with job_log(snakemake.log[0], f"fit {w.pretraining} {w.method} n={w.n}"):
     fit_stage(w.method, int(w.n), w.pretraining, list(snakemake.params.seeds),
               checkpoint=snakemake.input.checkpoint, prior_path=snakemake.input.get("prior"),
               tuning_path=snakemake.input.get("tuning"), data_cfg=snakemake.params.data,
-              model_cfg=snakemake.params.model, train_cfg=snakemake.params.train, outs=list(snakemake.output))
+              model_cfg=snakemake.params.model, train_cfg=snakemake.params.train, outs=list(snakemake.output),
+              # from the config, not params: how often a state is saved never changes a result
+              checkpoint_every=snakemake.config.get("resume", {}).get("checkpoint_every", 0))

@@ -6,7 +6,10 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the lib
 from bayes_transfer.experiment import prior_stage, set_threads
 from bayes_transfer.logs import job_log
 
+# read from the config, not params: how often a state is saved never changes a result
+checkpoint_every = snakemake.config.get("resume", {}).get("checkpoint_every", 0)
 with job_log(snakemake.log[0], f"learn prior {snakemake.wildcards.pretraining}"):
     set_threads(snakemake.threads)
     prior_stage(snakemake.wildcards.pretraining, snakemake.input.checkpoint, snakemake.params.data,
-                snakemake.params.model, snakemake.params.swag, snakemake.output[0])
+                snakemake.params.model, snakemake.params.swag, snakemake.output[0],
+                checkpoint_every=checkpoint_every)

@@ -1,12 +1,22 @@
-"""Glue: pre-train the source checkpoint of one pre-training (see bayes_transfer.experiment)."""
+"""Glue: the source checkpoint of one pre-training (see bayes_transfer.experiment).
+
+Embedded default: pre-trained here from scratch. Paper scale (the rule has a ``weights`` input): the fetched
+ImageNet checkpoint converted into the same format.
+"""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.experiment import pretrain_stage, set_threads
+from bayes_transfer.experiment import convert_stage, pretrain_stage, set_threads
 from bayes_transfer.logs import job_log
 
-with job_log(snakemake.log[0], f"pretrain {snakemake.wildcards.pretraining}"):
+pretraining = snakemake.wildcards.pretraining
+# read from the config, not params: how often a state is saved never changes a result
+checkpoint_every = snakemake.config.get("resume", {}).get("checkpoint_every", 0)
+with job_log(snakemake.log[0], f"pretrain {pretraining}"):
     set_threads(snakemake.threads)
-    pretrain_stage(snakemake.wildcards.pretraining, snakemake.params.data, snakemake.params.model,
-                   snakemake.params.pretrain, snakemake.output[0])
+    if "weights" in snakemake.input.keys():
+        convert_stage(pretraining, snakemake.input.weights, snakemake.params.model, snakemake.output[0])
+    else:
+        pretrain_stage(pretraining, snakemake.params.data, snakemake.params.model, snakemake.params.pretrain,
+                       snakemake.output[0], checkpoint_every=checkpoint_every)

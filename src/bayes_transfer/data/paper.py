@@ -32,10 +32,16 @@ handed to torchvision's own download.
 
 Transforms follow the paper's (standard ImageNet fine-tuning) recipe, see
 :func:`paper_transforms`. Images are 3-channel RGB PIL images before the transform.
+
+The protocol's view of a dataset: :func:`load_pool` (the downstream training pool; Flowers-102's is train +
+val), :func:`prepare_dataset` (the workflow's data check / download, returning a manifest),
+:func:`load_imagenet_train` (the source task of SWAG at paper scale, an ImageFolder) and
+:func:`simclr_augment` (the two-view augmentation of the SimCLR source loss on image batches).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +68,10 @@ __all__ = [
     "labels_of",
     "subset",
     "split_train_val",
+    "load_pool",
+    "prepare_dataset",
+    "load_imagenet_train",
+    "simclr_augment",
 ]
 
 PAPER_DATASETS = ("cifar10", "cifar100", "flowers102", "oxford_pets")
@@ -425,3 +435,118 @@ def split_train_val(labels: Any, n_val: int, seed: int) -> tuple[np.ndarray, np.
     val = np.sort(val).astype(np.int64)
     train = np.setdiff1d(np.arange(y.size, dtype=np.int64), val)
     return train, val
+
+
+# --------------------------------------------------------------------------- the paper's protocol
+def load_pool(name: str, root: str | Path, image_size: int = 224) -> Dataset:
+    """The downstream training pool of ``name``, with training augmentation.
+
+    CIFAR and Pets: the (official) training split. Flowers-102: its ``train`` and ``val`` splits
+    together (2,040 images), since the workflow holds its validation data out of each training
+    subsample and the paper retrains on training + validation images.
+    """
+    train = load_paper_dataset(name, root, "train", image_size=image_size, train_transform=True)
+    if name == "flowers102":
+        transform = paper_transforms(image_size, train=True)
+        val = load_paper_dataset(name, root, "val", image_size=image_size, transform=transform)
+        return ConcatDataset([train, val])
+    return train
+
+
+def prepare_dataset(
+    name: str, root: str | Path, download: bool = False, shifted_test: str | None = None
+) -> dict:
+    """Check (or download) dataset ``name`` under ``root``; return a manifest of what was found.
+
+    With ``download=True`` torchvision's own download fetches every split that is missing (CIFAR-10.1 has
+    no torchvision class, so its files must be placed by hand). Then every split is opened through the same
+    code the stages use, and the manifest records the root, the expected files, the split sizes and the
+    number of examples per class of the pool. Raises ``FileNotFoundError`` listing the expected paths and
+    where to get them when something is missing.
+    """
+    _check_name(name)
+    root = Path(root)
+    if download:
+        for split in SPLITS[name]:
+            load_paper_dataset(name, root, split, image_size=32, download=True)
+    splits = {
+        split: len(load_paper_dataset(name, root, split, image_size=32, train_transform=False))
+        for split in SPLITS[name]
+    }
+    pool_labels = labels_of(load_pool(name, root, image_size=32))
+    manifest = {
+        "dataset": name,
+        "root": str(root.resolve()),
+        "files": [str(p) for p in expected_files(name, root)],
+        "splits": splits,
+        "pool_size": int(pool_labels.size),
+        "pool_class_counts": np.bincount(pool_labels, minlength=NUM_CLASSES[name]).tolist(),
+        "num_classes": NUM_CLASSES[name],
+        "metric": PAPER_METRIC[name],
+    }
+    if shifted_test == "cifar10.1":
+        shifted = CIFAR101(root / "cifar10.1")
+        manifest["shifted_test"] = {"name": "cifar10.1", "root": str((root / "cifar10.1").resolve()),
+                                    "size": len(shifted)}
+    elif shifted_test is not None:
+        raise ValueError(f"unknown shifted test set {shifted_test!r}; known: cifar10.1")
+    return manifest
+
+
+_IMAGENET_SOURCE = (
+    "the ImageNet-1k (ILSVRC 2012) training images from https://image-net.org (login required), "
+    "extracted into one folder per class (n01440764/, ...) under root/imagenet/train"
+)
+
+
+def load_imagenet_train(root: str | Path, image_size: int = 224) -> Dataset:
+    """ImageNet-1k's training set (the source task of SWAG at paper scale) as a torchvision ImageFolder.
+
+    Expects ``root/imagenet/train/<wnid>/*.JPEG`` (the usual extracted layout); classes are the sorted
+    folder names. Only needed with ``prior.source: swag``; the released priors need no ImageNet.
+    """
+    from torchvision.datasets import ImageFolder
+
+    folder = Path(root) / "imagenet" / "train"
+    classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    _require_files([(str(folder) + "/", bool(classes))], "ImageNet training set not found", Path(root),
+                   _IMAGENET_SOURCE, " Or import the authors' released priors instead (prior.source: priorbox).")
+    return ImageFolder(str(folder), transform=paper_transforms(image_size, train=True))
+
+
+def simclr_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One SimCLR view of a batch of normalised images ``(B, 3, H, W)``: random resized crop (scale 0.08-1),
+    horizontal flip, colour jitter (brightness, contrast, saturation 0.8, applied with p = 0.8) and
+    greyscale (p = 0.2), per image, all drawn from ``generator``. The source loss of SWAG with a SimCLR
+    checkpoint at paper scale (the digits have their own augmentation).
+    """
+    import torch.nn.functional as F
+
+    b, _, h, w = x.shape
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    img = (x * std + mean).clamp(0, 1)
+    u = torch.rand(b, 9, generator=generator)
+    out = []
+    for i in range(b):
+        scale = 0.08 + 0.92 * float(u[i, 0])
+        ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * float(u[i, 1]))
+        ch = max(1, min(h, round(math.sqrt(scale * h * w / ratio))))
+        cw = max(1, min(w, round(math.sqrt(scale * h * w * ratio))))
+        top = int(float(u[i, 2]) * (h - ch + 1))
+        left = int(float(u[i, 3]) * (w - cw + 1))
+        crop = img[i:i + 1, :, top:top + ch, left:left + cw]
+        view = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0]
+        if u[i, 4] < 0.5:
+            view = view.flip(-1)
+        if u[i, 5] < 0.8:
+            factors = 1 + 0.8 * (2 * torch.rand(3, generator=generator) - 1)
+            view = (view * factors[0]).clamp(0, 1)  # brightness
+            grey = view.mean()
+            view = ((view - grey) * factors[1] + grey).clamp(0, 1)  # contrast
+            lum = (0.299 * view[0] + 0.587 * view[1] + 0.114 * view[2]).unsqueeze(0)
+            view = ((view - lum) * factors[2] + lum).clamp(0, 1)  # saturation
+        if u[i, 6] < 0.2:
+            view = (0.299 * view[0] + 0.587 * view[1] + 0.114 * view[2]).expand(3, h, w)
+        out.append(view)
+    return (torch.stack(out) - mean) / std

@@ -1,0 +1,71 @@
+# Paths, targets and input functions of the ablation rules (ablation.smk).
+#
+# Fig. 3b/3d sweep one hyper-parameter at ablations.n_train with every other value as tuned there;
+# Fig. 3c reuses the tune/fit rules for the isotropic-around-the-mean methods; Fig. 3a is its own stage.
+
+ABL = config["ablations"]
+ABL_P = ABL["pretraining"]
+ABL_N = ABL["n_train"]
+RANK_METHODS = ABL["rank"]["methods"]
+RANKS = ABL["rank"]["ranks"]
+LAMBDA_METHODS = ABL["lambda"]["methods"]
+SCALES = ABL["lambda"]["scales"]
+MEAN_METHODS = ABL["learned_mean"]["methods"]
+LANDSCAPE = ABL["landscape"]
+RELIABILITY_METHODS = ABL["reliability"]["methods"] or METHOD_LIST
+
+#: figure -> (metric, eval_set) of the figures drawn against training size from the summary
+SIZE_FIGURES = {"fig4": ("error", "test"), "fig5a": ("error", "shifted_test"), "fig5b": ("nll", "test")}
+
+
+def scale_label(scale):
+    return f"{scale:g}"
+
+
+def sweep_paths(kind, pretraining, method):
+    values = [f"k{k}" for k in RANKS] if kind == "rank" else [f"lam{scale_label(s)}" for s in SCALES]
+    return [f"results/ablations/{kind}/{pretraining}/{method}/{v}/seed{s}.json" for v in values for s in SEEDS]
+
+
+def sweep_inputs(wildcards):
+    inputs = {"checkpoint": checkpoint_path(wildcards.pretraining), "prior": prior_path(wildcards.pretraining)}
+    tuning = tuning_path(wildcards.pretraining, wildcards.method, ABL_N)
+    if tuning:
+        inputs["tuning"] = tuning
+    return inputs
+
+
+def ablation_files(ablation):
+    if ablation == "rank":
+        return [f for m in RANK_METHODS for f in sweep_paths("rank", ABL_P, m)]
+    if ablation == "lambda":
+        return [f for m in LAMBDA_METHODS for f in sweep_paths("lambda", ABL_P, m)]
+    return [f for m in MEAN_METHODS for n in SIZES for f in run_paths(ABL_P, m, n)]
+
+
+def reliability_runs(wildcards):
+    return [f for m in RELIABILITY_METHODS for f in run_paths(wildcards.pretraining, m, ABL_N)]
+
+
+def ablation_targets():
+    targets = []
+    for p in PRETRAININGS:
+        targets += [f"results/figures/{fig}_{p}.{ext}" for fig in SIZE_FIGURES for ext in ("png", "csv")]
+        if ABL_N in SIZES:
+            targets += [f"results/figures/fig9_reliability_{p}.{ext}" for ext in ("png", "csv")]
+        targets += [f"results/tables/ece_{p}.md", f"results/tables/ece_{p}.csv"]
+    if RANK_METHODS:
+        targets += ["results/tables/ablation_rank.csv", "results/figures/fig3b_rank.png",
+                    "results/figures/fig3b_rank.csv"]
+    if LAMBDA_METHODS:
+        targets += ["results/tables/ablation_lambda.csv", "results/figures/fig3d_lambda.png",
+                    "results/figures/fig3d_lambda.csv"]
+    if MEAN_METHODS:
+        targets += ["results/tables/ablation_learned_mean.csv", "results/figures/fig3c_learned_mean.png",
+                    "results/figures/fig3c_learned_mean.csv"]
+    if LANDSCAPE["enabled"]:
+        targets += ["results/tables/landscape.csv", "results/figures/fig3a_landscape.png",
+                    "results/figures/fig3a_landscape.csv"]
+    return targets
+
+

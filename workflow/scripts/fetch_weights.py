@@ -1,0 +1,13 @@
+"""Glue: fetch one ImageNet source checkpoint (torchvision weights into TORCH_HOME, or a SimCLR file)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
+from bayes_transfer.checkpoints import fetch_source_weights
+from bayes_transfer.experiment import write_json
+from bayes_transfer.logs import job_log
+
+w = snakemake.wildcards
+with job_log(snakemake.log[0], f"fetch weights {w.arch} {w.pretraining}"):
+    manifest = fetch_source_weights(w.arch, w.pretraining, snakemake.params.checkpoints, root=snakemake.params.root)
+    write_json(snakemake.output[0], manifest)

@@ -1,0 +1,24 @@
+"""Glue: a metric against training size for one pre-training (Fig. 4 test error, 5a shifted error, 5b/8 NLL)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
+import pandas as pd
+
+from bayes_transfer.logs import job_log
+from bayes_transfer.plots import error_vs_size
+
+w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
+LABELS = {("error", "test"): "test error (%)", ("error", "shifted_test"): "shifted-test error (%)",
+          ("nll", "test"): "test NLL (nats)"}
+with job_log(snakemake.log[0], f"figure {w.figure} {w.pretraining}"):
+    s = pd.read_csv(snakemake.input.summary)
+    s = s[(s["pretraining"] == w.pretraining) & s["method"].isin(p.methods)
+          & (s["metric"] == p.metric) & (s["eval_set"] == p.eval_set)]
+    if s.empty:
+        raise ValueError(f"{snakemake.input.summary}: no {p.metric} on {p.eval_set} for {w.pretraining}")
+    s.to_csv(out.csv, index=False)
+    ylabel = LABELS.get((p.metric, p.eval_set), f"{p.metric} ({p.eval_set})")
+    error_vs_size(s, out.png, metric=p.metric, eval_set=p.eval_set, ylabel=ylabel,
+                  scale=100.0 if p.metric == "error" else 1.0,
+                  title=f"{w.pretraining} prior: {ylabel.split(' (')[0]} vs training size (± 1 SE)")

@@ -1,0 +1,15 @@
+"""Glue: Fig. 3a data, test loss along the prior's top directions and random directions."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
+from bayes_transfer.ablation import landscape_stage
+from bayes_transfer.experiment import set_threads
+from bayes_transfer.logs import job_log
+
+p = snakemake.params
+with job_log(snakemake.log[0], f"landscape {p.pretraining}"):
+    set_threads(snakemake.threads)
+    landscape_stage(p.pretraining, list(p.seeds), checkpoint=snakemake.input.checkpoint,
+                    prior_path=snakemake.input.prior, data_cfg=p.data, model_cfg=p.model, cfg=p.landscape,
+                    out=snakemake.output[0])

@@ -1,0 +1,14 @@
+"""Glue: check (or let torchvision download) one paper-scale dataset; write its manifest."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
+from bayes_transfer.data.paper import prepare_dataset
+from bayes_transfer.experiment import write_json
+from bayes_transfer.logs import job_log
+
+data = snakemake.params.data
+with job_log(snakemake.log[0], f"prepare data {snakemake.wildcards.dataset}"):
+    manifest = prepare_dataset(snakemake.wildcards.dataset, data["root"], download=data["download"],
+                               shifted_test=data["shifted_test"])
+    write_json(snakemake.output[0], manifest)

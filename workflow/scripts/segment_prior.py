@@ -1,0 +1,13 @@
+"""Glue: learn the SWAG prior of a stand-in segmentation backbone (embedded default only)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
+from bayes_transfer.experiment import prior_stage, set_threads
+from bayes_transfer.logs import job_log
+
+w = snakemake.wildcards
+with job_log(snakemake.log[0], f"segmentation backbone {w.backbone}: prior {w.pretraining}"):
+    set_threads(snakemake.threads)
+    prior_stage(w.pretraining, snakemake.input.checkpoint, snakemake.params.data, snakemake.params.model,
+                snakemake.params.swag, snakemake.output[0])
