@@ -547,3 +547,20 @@ def test_digits_runs_match_no_paper_cell_and_the_table_says_why(tmp_path):
     assert pd.read_csv(outputs["claims_csv"])["verdict"].notna().all()
     pairs = pd.read_csv(outputs["pairs_csv"])
     assert set(pairs["claim"]) >= {"C3", "C4", "C8"} and pairs["paths"].str.contains("seed").all()
+
+
+def test_segmentation_backbone_columns_with_one_stand_in_network_stay_apart(tmp_path):
+    """The embedded default fills both paper backbone columns with small_resnet variants: the audit keys a
+    segmentation setting on the paper's backbone column, not on the network that filled it."""
+    from bayes_transfer.audit import our_cells, read_tables
+
+    rows = [dict(dataset="digit_scenes", backbone=b, arch="small_resnet", pretraining="supervised", method=m,
+                 seed=s, success=True, reason="", metric="miou", value=v + 0.01 * s, eval_set="test", n_train=200)
+            for b, v in (("resnet50", 0.6), ("resnet101", 0.7)) for m in ("sgd_transfer", "sgd_learned_prior")
+            for s in range(3)]
+    path = tmp_path / "segmentation_runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    cells = our_cells(None, read_tables({"segmentation": path})["segmentation"])
+    by = cells.set_index(["backbone", "method"])["ours_mean"]
+    assert by[("resnet50", "sgd_transfer")] == pytest.approx(61.0)
+    assert by[("resnet101", "sgd_transfer")] == pytest.approx(71.0)

@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from bayes_transfer.config_check import check_config
-from bayes_transfer.methods import METHODS
 from bayes_transfer.paper_sweep import merged, sweep_experiments
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,8 @@ screenshotted, and checked through the rendered DOM (the claims table and its co
 (the verdict cells' colours are drawn). Skipped, with the reason, where Chromium is missing and cannot be
 installed (set BAYES_TRANSFER_NO_INSTALL=1 to never try `apt-get install chromium`).
 
-The fast variant feeds synthetic tidy tables (tests/test_audit.py's builders) to the audit rule alone; the slow
-variant runs the smoke config end to end and also checks that every figure is in the report.
+It feeds synthetic tidy tables (tests/test_audit.py's builders) to the audit rule alone; the end-to-end smoke
+test in tests/test_workflow.py builds the report of a real run and checks that every figure is in it.
 """
 
 import json
@@ -110,15 +110,3 @@ def test_report_front_page_shows_the_audit_claims_table(workdir, chromium):
     assert {"claims.csv", "claims.md", "claims.html", "cells.csv", "cells.md", "cells.html"} <= names
 
 
-@pytest.mark.slow  # the smoke config end to end, then the report
-def test_smoke_report_has_every_figure_and_the_audit(workdir, chromium):
-    snakemake("--cores", "2", "--configfile", "configs/smoke.yaml", cwd=workdir)
-    snakemake("--configfile", "configs/smoke.yaml", "--report", "results/report.html", cwd=workdir)
-    report = workdir / "results" / "report.html"
-    results = json.loads(re.search(r"var results = (\{.*?\});\n", report.read_text(), flags=re.DOTALL).group(1))
-    in_report = {str(Path(k)) for k in results}
-    figures = sorted(str(p.relative_to(workdir)) for p in (workdir / "results" / "figures").glob("*.png"))
-    assert figures, "the smoke run made no figures"
-    missing = [f for f in figures if f not in in_report]
-    assert not missing, f"figures not in the report: {missing}"
-    check_rendered_report(report, workdir / "results" / "report.png", workdir / "results/audit/claims.csv", chromium)

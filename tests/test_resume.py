@@ -18,7 +18,6 @@ from torch.utils.data import Dataset, TensorDataset
 from bayes_transfer.learn_prior import SWAGConfig, learn_prior
 from bayes_transfer.models import build_model
 from bayes_transfer.pretrain import PretrainConfig, SourceObjective, pretrain
-from bayes_transfer.prior import GaussianPrior
 from bayes_transfer.train import BatchStream, Hyper, fit, remove_checkpoints, resumable
 
 ROOT = Path(__file__).resolve().parents[1]

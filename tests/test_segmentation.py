@@ -2,9 +2,6 @@
 temperature, a few training steps of every method, the tables, and (slow) the workflow's segmentation rules."""
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -288,27 +285,6 @@ def test_tables_average_successful_seeds_and_show_failures(tmp_path):
     assert t["table15"].loc["digit scenes"]["SSL Prior MAP"] == "85.00 ± 5.00"
     assert (t["table16"] == "not run (not in segmentation.backbones)").all().all()
     assert (segmentation_tables(tidy, ["digit_scenes"])["table16"] == "not run").all().all()
-
-
-# ------------------------------------------------------------------------------------------- workflow
-@pytest.mark.slow
-def test_segmentation_rules_run_on_the_smoke_config(tmp_path):
-    for item in ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    targets = ["results/tables/segmentation_runs.csv", "results/tables/table1_segmentation.md",
-               "results/tables/table15_segmentation.md", "results/tables/table16_segmentation.md"]
-    out = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile",
-                          "configs/smoke.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    import pandas as pd
-
-    tidy = pd.read_csv(tmp_path / targets[0])
-    assert len(tidy) > 0 and tidy["success"].all() and set(tidy["metric"]) == {"miou"}
-    row = tidy.iloc[0]
-    rec = json.loads((tmp_path / row["path"]).read_text())
-    assert rec["metrics"][rec["eval_set"]]["miou"] == pytest.approx(row["value"])
-    assert "±" in (tmp_path / targets[1]).read_text()
 
 
 # ------------------------------------------------------------------------------------------- resuming

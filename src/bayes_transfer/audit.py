@@ -398,4 +398,9 @@ def read_tables(paths: Mapping[str, str | Path | None]) -> dict[str, pd.DataFram
             raise ValueError(f"{path}: not a readable table ({err})") from err
         except pd.errors.EmptyDataError:
             out[name] = pd.DataFrame()
+    seg = out.get("segmentation")
+    if seg is not None and "backbone" in seg.columns:
+        # the paper's backbone column (resnet50 / resnet101) identifies a segmentation setting; the network
+        # that filled it (``arch``, e.g. a small stand-in in the embedded default) may be the same for both
+        out["segmentation"] = seg.drop(columns=["arch"], errors="ignore").rename(columns={"backbone": "arch"})
     return out
