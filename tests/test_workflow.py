@@ -142,11 +142,12 @@ def test_killed_run_resumes_without_redoing_completed_runs(workdir):
     import time
 
     target = "results/tables/runs.csv"  # the data-size runs only: the rest of the DAG adds time, not coverage
-    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "2", "--configfile", "configs/smoke.yaml", target], cwd=workdir,
+    proc = subprocess.Popen([*SNAKEMAKE, target, "--cores", "2", "--configfile", "configs/smoke.yaml"], cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = workdir / "results" / "runs"
     deadline = time.time() + 600
     while time.time() < deadline and len(list(runs.rglob("seed*.json"))) < 2:
+        assert proc.poll() is None, "snakemake ended before any run finished"
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
@@ -155,7 +156,7 @@ def test_killed_run_resumes_without_redoing_completed_runs(workdir):
     assert len(done) < 12, "the run finished before it could be killed"
     assert not list(workdir.rglob("*.json.tmp"))
     time.sleep(1)
-    out = snakemake("--cores", "2", "--configfile", "configs/smoke.yaml", target, cwd=workdir, timeout=900)
+    out = snakemake(target, "--cores", "2", "--configfile", "configs/smoke.yaml", cwd=workdir, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert len(list(runs.rglob("seed*.json"))) == 12
     for path, mtime in done.items():

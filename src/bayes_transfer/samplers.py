@@ -93,7 +93,8 @@ class SGHMC(_SGMCMC):
     def _noise_std(self, group: dict) -> float:
         return math.sqrt(2.0 * (1.0 - group["momentum"]) * group["lr"] * group["temperature"] / group["num_data"])
 
-    def _update(self, p, g, group, noise) -> None:
+    def _velocity(self, p, g, group, noise) -> torch.Tensor:
+        """``v <- m v - lr g + xi`` (the momentum buffer, updated in place)."""
         state = self.state[p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(p)
@@ -101,7 +102,27 @@ class SGHMC(_SGMCMC):
         buf.mul_(group["momentum"]).add_(g, alpha=-group["lr"])
         if noise is not None:
             buf.add_(noise)
-        p.add_(buf)
+        return buf
+
+    def _update(self, p, g, group, noise) -> None:
+        p.add_(self._velocity(p, g, group, noise))
+
+
+class NesterovSGHMC(SGHMC):
+    """SGHMC (momentum form, momentum = 1 - friction) with Nesterov's look-ahead, as the paper's SGLD runs.
+
+    Heavy ball (:class:`SGHMC`): ``v <- m v - lr g + xi``, ``theta <- theta + v``. Here the parameter step
+    uses the updated velocity once more, as ``torch.optim.SGD(nesterov=True)`` does:
+    ``theta <- theta + m v - lr g + xi``. The noise ``xi`` (std ``sqrt(2 (1 - m) lr T / N)``) moves theta by
+    ``xi / (1 - m)`` in total over the following steps, exactly as in the heavy-ball form, so the chain keeps
+    the same temperature; with ``noise=False`` the update is Nesterov SGD (``lr_torch = lr``).
+    """
+
+    def _update(self, p, g, group, noise) -> None:
+        buf = self._velocity(p, g, group, noise)
+        if noise is not None:
+            p.add_(noise)
+        p.add_(buf, alpha=group["momentum"]).add_(g, alpha=-group["lr"])
 
 
 def cosine_factor(t: float, period: float) -> float:

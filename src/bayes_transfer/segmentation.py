@@ -74,7 +74,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from .methods import METHODS, prepare_learned_prior
 from .models import SmallResNet, load_backbone_state
 from .prior import BoundPrior, GaussianPrior
-from .samplers import SGHMC, SGLD, CyclicalSchedule, set_lr
+from .samplers import SGHMC, SGLD, CyclicalSchedule, NesterovSGHMC, set_lr  # noqa: F401 (re-exported)
 
 log = logging.getLogger("bayes_transfer.segmentation")
 
@@ -220,29 +220,6 @@ def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 def bind_backbone_prior(model: nn.Module, prior: GaussianPrior) -> BoundPrior:
     """Bind ``prior`` to exactly the backbone parameters (by name; raises on any mismatch)."""
     return prior.bind(backbone_parameters(model))
-
-
-# ------------------------------------------------------------------------------------------- sampler
-class NesterovSGHMC(SGHMC):
-    """SGHMC (momentum form, momentum = 1 - friction) with Nesterov's look-ahead, as the paper's SGLD runs.
-
-    Heavy ball (:class:`SGHMC`): ``v <- m v - lr g + xi``, ``theta <- theta + v``. Here the parameter step
-    uses the updated velocity once more, as ``torch.optim.SGD(nesterov=True)`` does:
-    ``theta <- theta + m v - lr g + xi``. The noise ``xi`` (std ``sqrt(2 (1 - m) lr T / N)``) moves theta by
-    ``xi / (1 - m)`` in total over the following steps, exactly as in the heavy-ball form, so the chain keeps
-    the same temperature; with ``noise=False`` the update is Nesterov SGD (``lr_torch = lr``).
-    """
-
-    def _update(self, p, g, group, noise) -> None:
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        buf = state["momentum_buffer"]
-        buf.mul_(group["momentum"]).add_(g, alpha=-group["lr"])
-        if noise is not None:
-            buf.add_(noise)
-            p.add_(noise)
-        p.add_(buf, alpha=group["momentum"]).add_(g, alpha=-group["lr"])
 
 
 # ------------------------------------------------------------------------------------------- hyper
