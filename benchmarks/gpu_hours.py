@@ -18,7 +18,7 @@ No GPU was available to measure step times, so the estimate is arithmetic, with 
 * Evaluations: every Bayesian-model-average sample and every final model is evaluated on the test sets
   (CIFAR 10,000; CIFAR-10.1 2,000; Flowers-102 6,149; Pets 3,669) or, when tuning, on the held-out part.
 
-The sweep is read exactly as the workflow reads it (bayes_transfer.paper_sweep), so the table follows the config.
+The sweep is read exactly as the workflow reads it (bayes_transfer.config.experiments), so the table follows the config.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bayes_transfer.methods import METHODS  # noqa: E402
-from bayes_transfer.paper_sweep import merged, sweep_experiments  # noqa: E402
+from bayes_transfer.inference.methods import METHODS  # noqa: E402
+from bayes_transfer.config.experiments import merged, sweep_experiments  # noqa: E402
 
 FORWARD_GFLOP_224 = {"resnet18": 3.6, "resnet50": 8.2, "resnet101": 15.7}
 TEST_SIZES = {"cifar10": 10_000, "cifar100": 10_000, "flowers102": 6_149, "oxford_pets": 3_669}

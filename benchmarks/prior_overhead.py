@@ -5,7 +5,7 @@ For each backbone this times one full SGD step (forward, backward, ``SGD(momentu
 in train mode, one fixed random batch) of four variants:
 
 * ``plain``: cross-entropy only;
-* ``prior`` (ours, the training path of ``bayes_transfer.train.fit``): backward of the cross-entropy,
+* ``prior`` (ours, the training path of ``bayes_transfer.inference.loop.fit``): backward of the cross-entropy,
   then ``BoundPrior.add_grad_(1 / N)`` adds the gradient of ``-log p / N`` in two passes over the
   per-parameter factor blocks, with a random rank-k :class:`GaussianPrior` over the backbone
   parameters bound once outside the timed loop (no concatenation, no autograd graph);
@@ -44,13 +44,13 @@ import torch.nn.functional as F
 
 try:
     from bayes_transfer.device import get_device
-    from bayes_transfer.models import build_model, split_named_parameters
-    from bayes_transfer.prior import GaussianPrior
+    from bayes_transfer.models.resnets import build_model, split_named_parameters
+    from bayes_transfer.priors.gaussian import GaussianPrior
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from bayes_transfer.device import get_device
-    from bayes_transfer.models import build_model, split_named_parameters
-    from bayes_transfer.prior import GaussianPrior
+    from bayes_transfer.models.resnets import build_model, split_named_parameters
+    from bayes_transfer.priors.gaussian import GaussianPrior
 
 VARIANTS = ("plain", "prior", "prior_autograd", "peer")
 NUM_CLASSES = 10

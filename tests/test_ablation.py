@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from bayes_transfer import landscape
-from bayes_transfer.ablation import pooled_reliability, sweep_stage
-from bayes_transfer.aggregate import sweep_summary
-from bayes_transfer.methods import prepare_learned_prior
-from bayes_transfer.metrics import reliability_bins
-from bayes_transfer.prior import GaussianPrior
-from bayes_transfer.train import Hyper
+from bayes_transfer.stages import landscape
+from bayes_transfer.stages.ablation import pooled_reliability, sweep_stage
+from bayes_transfer.results.aggregate import sweep_summary
+from bayes_transfer.inference.methods import prepare_learned_prior
+from bayes_transfer.results.metrics import reliability_bins
+from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.inference.loop import Hyper
 
 
 # ------------------------------------------------------------------------------ filter normalisation

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from scipy import stats
 
-from bayes_transfer import reference
-from bayes_transfer.audit import OUTPUTS, compare_cells, our_cells, run_audit, write_audit
-from bayes_transfer.claims import DEFAULT_MIN_EFFECT, AuditSettings, combine, evaluate_claims, holm, paired_test
+from bayes_transfer.audit import reference
+from bayes_transfer.audit.cells import OUTPUTS, compare_cells, our_cells, run_audit, write_audit
+from bayes_transfer.audit.claims import DEFAULT_MIN_EFFECT, AuditSettings, combine, evaluate_claims, holm, paired_test
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [0, 1, 2, 3, 4]
@@ -476,7 +476,7 @@ def test_package_data_is_declared_in_pyproject():
     import tomllib
 
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert set(data["bayes_transfer.reference"]) >= {"*.csv", "*.md"}
+    assert set(data["bayes_transfer.audit.reference"]) >= {"*.csv", "*.md"}
 
 
 def paper_scale_runs() -> pd.DataFrame:
@@ -552,7 +552,7 @@ def test_digits_runs_match_no_paper_cell_and_the_table_says_why(tmp_path):
 def test_segmentation_backbone_columns_with_one_stand_in_network_stay_apart(tmp_path):
     """The embedded default fills both paper backbone columns with small_resnet variants: the audit keys a
     segmentation setting on the paper's backbone column, not on the network that filled it."""
-    from bayes_transfer.audit import our_cells, read_tables
+    from bayes_transfer.audit.cells import our_cells, read_tables
 
     rows = [dict(dataset="digit_scenes", backbone=b, arch="small_resnet", pretraining="supervised", method=m,
                  seed=s, success=True, reason="", metric="miou", value=v + 0.01 * s, eval_set="test", n_train=200)

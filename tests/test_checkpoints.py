@@ -1,4 +1,4 @@
-"""Tests for bayes_transfer.checkpoints (offline: nothing is ever downloaded)."""
+"""Tests for bayes_transfer.models.checkpoints (offline: nothing is ever downloaded)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_transfer.checkpoints import (
+from bayes_transfer.models.checkpoints import (
     load_checkpoint_metadata,
     load_checkpoint_state,
     normalize_state_keys,
     save_backbone_checkpoint,
     torchvision_imagenet_state,
 )
-from bayes_transfer.models import build_model, load_backbone_state
+from bayes_transfer.models.resnets import build_model, load_backbone_state
 
 pytest.importorskip("torchvision")
 
@@ -243,7 +243,7 @@ def test_bad_arch_or_weights():
 # --------------------------------------------------------------------------- the paper's source checkpoints
 def test_fetch_supervised_weights_from_torch_home(offline, tmp_path, source):
     """The rule fetch_weights: torchvision's file in TORCH_HOME is used (no download) and checked."""
-    from bayes_transfer.checkpoints import fetch_source_weights, load_source_weights
+    from bayes_transfer.models.checkpoints import fetch_source_weights, load_source_weights
 
     home = tmp_path / "th"
     cache = home / "hub" / "checkpoints"
@@ -267,7 +267,7 @@ def test_fetch_supervised_weights_from_torch_home(offline, tmp_path, source):
 
 @pytest.mark.parametrize("form", ["state_dict", "resnet", "module_state_dict"])
 def test_fetch_simclr_converted_checkpoint(tmp_path, source, fresh, form):
-    from bayes_transfer.checkpoints import fetch_source_weights, load_source_weights
+    from bayes_transfer.models.checkpoints import fetch_source_weights, load_source_weights
 
     backbone = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}  # SimCLR has no fc
     path = tmp_path / "checkpoints" / "simclr_resnet50_1x.pth"
@@ -281,7 +281,7 @@ def test_fetch_simclr_converted_checkpoint(tmp_path, source, fresh, form):
 
 
 def test_fetch_simclr_missing_or_wrong_file(tmp_path):
-    from bayes_transfer.checkpoints import fetch_source_weights
+    from bayes_transfer.models.checkpoints import fetch_source_weights
 
     cfg = {"simclr": {"resnet50": str(tmp_path / "nope.pth")}}
     with pytest.raises(FileNotFoundError, match=r"(?s)nope\.pth.*checkpoints\.simclr\.resnet50.*simclr-converter"):
@@ -296,9 +296,9 @@ def test_fetch_simclr_missing_or_wrong_file(tmp_path):
 
 def test_import_released_prior_through_the_core_library(tmp_path):
     """The authors' four priorBox files -> this library's prior file, checked against the checkpoint."""
-    from bayes_transfer.experiment import import_prior_stage, save_torch
-    from bayes_transfer.models import split_named_parameters
-    from bayes_transfer.prior import GaussianPrior
+    from bayes_transfer.stages.experiment import import_prior_stage, save_torch
+    from bayes_transfer.models.resnets import split_named_parameters
+    from bayes_transfer.priors.gaussian import GaussianPrior
 
     torch.manual_seed(3)
     model = build_model("resnet18", 1000)

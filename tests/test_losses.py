@@ -1,4 +1,4 @@
-"""Tests for bayes_transfer.losses (NT-Xent and the projection head)."""
+"""Tests for bayes_transfer.objectives.losses (NT-Xent and the projection head)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bayes_transfer.losses import ProjectionHead, nt_xent
+from bayes_transfer.objectives.losses import ProjectionHead, nt_xent
 
 
 def naive_nt_xent(z1, z2, temperature):

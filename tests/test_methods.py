@@ -7,14 +7,14 @@ import sys
 import pytest
 import torch
 
-from bayes_transfer import metrics
+from bayes_transfer.results import metrics
 from bayes_transfer.data.digits import augment, load_digits_tasks, train_subset
-from bayes_transfer.learn_prior import SWAGConfig, learn_prior
-from bayes_transfer.methods import METHODS, TABLE_METHODS, run_method
-from bayes_transfer.models import build_model, split_named_parameters
-from bayes_transfer.pretrain import PretrainConfig, pretrain
-from bayes_transfer.prior import GaussianPrior, PriorMismatchError
-from bayes_transfer.train import Hyper
+from bayes_transfer.priors.learning import SWAGConfig, learn_prior
+from bayes_transfer.inference.methods import METHODS, TABLE_METHODS, run_method
+from bayes_transfer.models.resnets import build_model, split_named_parameters
+from bayes_transfer.objectives.pretrain import PretrainConfig, pretrain
+from bayes_transfer.priors.gaussian import GaussianPrior, PriorMismatchError
+from bayes_transfer.inference.loop import Hyper
 
 FAST = Hyper(steps=24, batch_size=16, lr=0.05, cycles=2, samples_per_cycle=2, temperature=1e-3,
              prior_scale=1e8, log_every=5)
@@ -69,7 +69,7 @@ def test_same_seed_same_numbers_and_other_seed_differs(setup):
 
 def test_bma_is_mean_of_sample_predictions(setup):
     """The online BMA equals averaging the probabilities recorded at the schedule's sample steps."""
-    from bayes_transfer.bma import BayesianModelAverage
+    from bayes_transfer.inference.bma import BayesianModelAverage
 
     bma = BayesianModelAverage()
     p1, p2 = torch.tensor([[0.2, 0.8]]), torch.tensor([[0.6, 0.4]])
@@ -128,8 +128,8 @@ def test_demo_command_runs(tmp_path):
 
 
 def test_sample_checkpoints_are_optional(setup, tmp_path):
-    from bayes_transfer.methods import downstream_model
-    from bayes_transfer.train import fit
+    from bayes_transfer.inference.methods import downstream_model
+    from bayes_transfer.inference.loop import fit
 
     data, state, _ = setup
     model = downstream_model("small_resnet", state, 5, seed=0)

@@ -1,4 +1,4 @@
-"""Tests for bayes_transfer.metrics with hand-computed answers."""
+"""Tests for bayes_transfer.results.metrics with hand-computed answers."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from bayes_transfer.metrics import (
+from bayes_transfer.results.metrics import (
     PROB_FLOOR,
     ConfusionMatrix,
     accuracy,

@@ -1,4 +1,4 @@
-"""Tests for bayes_transfer.models."""
+"""Tests for bayes_transfer.models.resnets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bayes_transfer.models import (
+from bayes_transfer.models.resnets import (
     HEAD_PREFIX,
     SmallResNet,
     build_model,

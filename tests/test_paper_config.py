@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -13,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from bayes_transfer.config_check import check_config
-from bayes_transfer.paper_sweep import merged, sweep_experiments
+from bayes_transfer.config.check import check_config
+from bayes_transfer.config.experiments import merged, sweep_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -89,14 +88,11 @@ def _job_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def test_dry_run_lists_the_whole_sweep_fast_without_data(tmp_path):
-    for item in ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    assert not (tmp_path / "data").exists()
+def test_dry_run_lists_the_whole_sweep_fast_without_data(workdir):
+    assert not (workdir / "data").exists()
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "configs/paper.yaml", "--quiet",
-                          "rules"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          "rules"], cwd=workdir, capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - t0
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert wall <= 30, f"the dry run took {wall:.1f} s"
@@ -116,7 +112,7 @@ def test_dry_run_lists_the_whole_sweep_fast_without_data(tmp_path):
             assert counts[f"{prefix}{rule}"] == len(pretrainings), (name, rule)
     sweep_fits = sum(v for k, v in counts.items() if k.endswith("_fit"))
     assert sweep_fits == 2 * 5 * (5 + 6 + 7) + 5 * (5 + 5 + 6 + 7)  # ResNet-50 (2 pre-trainings), ResNet-101
-    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+    assert not (workdir / "results").exists() and not (workdir / "data").exists()
 
 
 def test_sweep_experiments_merge_and_switch_off():

@@ -361,7 +361,7 @@ def _paper_data_cfg(name, root, shifted=None):
     ],
 )
 def test_load_task_of_the_paper_config(tmp_path, no_md5, name, writer, pool, test, classes, metric):
-    from bayes_transfer.experiment import holdout_split, load_task, training_subset
+    from bayes_transfer.stages.experiment import holdout_split, load_task, training_subset
 
     writer(tmp_path)
     shifted = "cifar10.1" if name == "cifar10" else None

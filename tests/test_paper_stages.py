@@ -13,12 +13,12 @@ import json
 import pytest
 import torch
 
-from bayes_transfer import experiment
-from bayes_transfer.checkpoints import fetch_source_weights
+from bayes_transfer.stages import experiment
+from bayes_transfer.models.checkpoints import fetch_source_weights
 from bayes_transfer.data.paper import prepare_dataset
 from bayes_transfer.device import RuntimeOptions, runtime_options
-from bayes_transfer.models import build_model
-from bayes_transfer.prior import GaussianPrior
+from bayes_transfer.models.resnets import build_model
+from bayes_transfer.priors.gaussian import GaussianPrior
 from paper_files import presence_only_md5, write_cifar10, write_cifar101, write_imagenet_train
 
 pytest.importorskip("torchvision")
@@ -110,8 +110,8 @@ def test_every_paper_stage_runs_two_steps(paper_root, tmp_path, no_md5):
 
 def test_runtime_options_off_on_cpu_and_bf16_channels_last_path_runs(paper_root, no_md5):
     """GPU options are off on the CPU by default; requested explicitly, the same code path runs on the CPU."""
-    from bayes_transfer.methods import downstream_model
-    from bayes_transfer.train import Hyper, fit
+    from bayes_transfer.inference.methods import downstream_model
+    from bayes_transfer.inference.loop import Hyper, fit
 
     opts = runtime_options("cpu")
     assert opts == RuntimeOptions(autocast=None, channels_last=False, num_workers=0, pin_memory=False)
@@ -124,7 +124,7 @@ def test_runtime_options_off_on_cpu_and_bf16_channels_last_path_runs(paper_root,
     task = experiment.load_task({"dataset": "cifar10", "root": str(paper_root), "image_size": SIZE})
     train = experiment.training_subset(task, 10, seed=0)
     model = downstream_model("resnet18", build_model("resnet18", 1000).state_dict(), 10, seed=0)
-    from bayes_transfer.models import split_named_parameters
+    from bayes_transfer.models.resnets import split_named_parameters
 
     backbone, _ = split_named_parameters(model)
     iso = GaussianPrior.isotropic(backbone, 1.0, centred_at_params=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bayes_transfer.prior import GaussianPrior, PriorMismatchError
+from bayes_transfer.priors.gaussian import GaussianPrior, PriorMismatchError
 
 
 def random_prior(d=12, k=4, seed=0, dtype=torch.float64, names=None, shapes=None):

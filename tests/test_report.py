@@ -10,7 +10,6 @@ test in tests/test_workflow.py builds the report of a real run and checks that e
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,14 +36,6 @@ def chromium():
     if probe.returncode != 0:
         pytest.skip(f"{exe} does not start headless here: {probe.stderr[-500:]}")
     return exe
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    for item in ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    return tmp_path
 
 
 def snakemake(*args, cwd, timeout=900):

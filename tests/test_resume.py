@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from bayes_transfer.learn_prior import SWAGConfig, learn_prior
-from bayes_transfer.models import build_model
-from bayes_transfer.pretrain import PretrainConfig, SourceObjective, pretrain
-from bayes_transfer.train import BatchStream, Hyper, fit, remove_checkpoints, resumable
+from bayes_transfer.priors.learning import SWAGConfig, learn_prior
+from bayes_transfer.models.resnets import build_model
+from bayes_transfer.objectives.pretrain import PretrainConfig, SourceObjective, pretrain
+from bayes_transfer.inference.loop import BatchStream, Hyper, fit, remove_checkpoints, resumable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_batch_stream_loader_with_workers_yields_and_saves_the_same_positions():
 
 
 def _kill_after_saves(monkeypatch, module, saves):
-    import bayes_transfer.train as train_mod
+    import bayes_transfer.inference.loop as train_mod
 
     calls = []
 
@@ -149,7 +149,7 @@ def _kill_after_saves(monkeypatch, module, saves):
 
 @pytest.mark.parametrize("kind", ["supervised", "simclr"])
 def test_killed_pretraining_resumes(tmp_path, monkeypatch, kind):
-    import bayes_transfer.pretrain as pretrain_mod
+    import bayes_transfer.objectives.pretrain as pretrain_mod
     from bayes_transfer.data.digits import augment
 
     cfg = PretrainConfig(steps=12, batch_size=8, log_every=1)
@@ -171,7 +171,7 @@ def test_killed_pretraining_resumes(tmp_path, monkeypatch, kind):
 
 
 def test_killed_swag_resumes_with_the_same_prior(tmp_path, monkeypatch):
-    import bayes_transfer.learn_prior as learn_prior_mod
+    import bayes_transfer.priors.learning as learn_prior_mod
 
     cfg = SWAGConfig(cycles=4, steps_per_cycle=3, batch_size=8, max_rank=3, lr=0.05)
 
@@ -213,12 +213,8 @@ def _snakemake(cwd, *args, timeout=600):
 
 
 @pytest.mark.slow
-def test_sigkilled_fit_job_resubmitted_resumes_and_ends_with_the_same_numbers(tmp_path):
-    base = tmp_path / "base"
-    base.mkdir()
-    for item in ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, base / item)
+def test_sigkilled_fit_job_resubmitted_resumes_and_ends_with_the_same_numbers(tmp_path, copy_workflow):
+    base = copy_workflow(tmp_path / "base")
     import yaml
 
     cfg = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bayes_transfer.samplers import SGHMC, SGLD, CyclicalSchedule
+from bayes_transfer.inference.samplers import SGHMC, SGLD, CyclicalSchedule
 
 D = 10
 N = 50  # "training-set size": the optimizer sees gradients of U / N

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from bayes_transfer import metrics
+from bayes_transfer.results import metrics
 from bayes_transfer.data.scenes import SceneConfig, load_digit_scenes
-from bayes_transfer.models import build_model, split_named_parameters
-from bayes_transfer.prior import GaussianPrior, PriorMismatchError
+from bayes_transfer.models.resnets import build_model, split_named_parameters
+from bayes_transfer.priors.gaussian import GaussianPrior, PriorMismatchError
 from bayes_transfer.segmentation import (SEGMENTATION_METHODS, ModelSpec, NesterovSGHMC, SegHyper,
                                          backbone_parameters, bind_backbone_prior, build_segmentation_model,
                                          evaluate, fit_segmentation, head_parameters, load_pretrained_backbone,
@@ -257,8 +257,8 @@ def test_config_problems_name_the_key():
 
 # ------------------------------------------------------------------------------------------- tables
 def test_tables_average_successful_seeds_and_show_failures(tmp_path):
-    from bayes_transfer.experiment import write_json
-    from bayes_transfer.segmentation_stage import segmentation_tables, tidy_segmentation_runs
+    from bayes_transfer.stages.experiment import write_json
+    from bayes_transfer.stages.segmentation import segmentation_tables, tidy_segmentation_runs
 
     paths = []
     values = {("supervised", "sgd_transfer"): [0.5, 0.7], ("supervised", "bnn_isotropic_prior"): [0.6, None],
@@ -289,7 +289,7 @@ def test_tables_average_successful_seeds_and_show_failures(tmp_path):
 
 # ------------------------------------------------------------------------------------------- resuming
 def test_resubmitted_job_skips_finished_seeds_and_continues_the_unfinished_one(tmp_path, monkeypatch, caplog):
-    from bayes_transfer import segmentation_stage as stage
+    from bayes_transfer.stages import segmentation as stage
 
     ckpt = tmp_path / "small.pt"
     torch.save({"state_dict": build_model("small_resnet", 5).state_dict()}, ckpt)

@@ -126,8 +126,8 @@ def test_voc_through_the_stage_trains_and_scores_a_resnet_deeplab(tmp_path):
     """The paper path end to end on a tiny layout: loader -> smp DeepLabv3+ (ResNet-18 for speed) -> JSON."""
     import json
 
-    from bayes_transfer.models import build_model
-    from bayes_transfer.segmentation_stage import load_segmentation_task, segmentation_stage
+    from bayes_transfer.models.resnets import build_model
+    from bayes_transfer.stages.segmentation import load_segmentation_task, segmentation_stage
 
     make_voc(tmp_path, names=[f"2007_{i:06d}" for i in range(6)],
              split={"train": [f"2007_{i:06d}" for i in range(4)], "val": [f"2007_{i:06d}" for i in range(4, 6)]})

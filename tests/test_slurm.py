@@ -196,13 +196,9 @@ def _cpu_profile(workdir: Path) -> None:
     path.write_text(yaml.safe_dump(profile))
 
 
-def test_smoke_config_runs_as_slurm_jobs(slurm_cluster, tmp_path):
+def test_smoke_config_runs_as_slurm_jobs(slurm_cluster, tmp_path, copy_workflow):
     env = slurm_cluster["env"] | {"OMP_NUM_THREADS": "1"}
-    for item in ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs", "src"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item,
-                                                           **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                                              if src.is_dir() else {}))
+    copy_workflow(tmp_path, extra=("src",))
     _cpu_profile(tmp_path)
     cmd = [sys.executable, "-m", "snakemake", "--configfile", "configs/smoke.yaml",
            "--workflow-profile", "workflow/profiles/slurm", "--executor", "slurm",

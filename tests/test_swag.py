@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_transfer.swag import SWAGCollector
+from bayes_transfer.priors.swag import SWAGCollector
 
 
 def snapshots(n=7, seed=0):

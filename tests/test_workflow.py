@@ -1,6 +1,5 @@
 """The Snakemake workflow: lint, dry runs, config validation, and a tiny real run of the smoke config."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,6 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def snakemake(*args, cwd=ROOT, timeout=600):
     return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    """A copy of the workflow (Snakefile, workflow/, configs) so runs never touch the repository's results."""
-    for item in ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    return tmp_path
 
 
 def test_lint_has_no_findings():

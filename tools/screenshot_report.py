@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-#: background colours of the verdict cells (bayes_transfer.audit.STYLE), RGB 0-255
+#: background colours of the verdict cells (bayes_transfer.audit.cells.STYLE), RGB 0-255
 VERDICT_COLOURS = {"supported": (0xD4, 0xF4, 0xD4), "not supported": (0xF8, 0xD0, 0xD0),
                    "inconclusive": (0xF4, 0xEC, 0xC8)}
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
     if args.command == "demo":
-        from .demo import run_demo
+        from bayes_transfer.demo import run_demo
 
         run_demo(n_train=args.n_train, seed=args.seed, pretraining=args.pretraining, steps=args.steps,
                  device=args.device, threads=args.threads)

@@ -14,13 +14,13 @@ import time
 
 import torch
 
-from . import metrics
-from .data.digits import augment, load_digits_tasks, train_subset
-from .device import get_device
-from .learn_prior import SWAGConfig, learn_prior
-from .methods import METHODS, run_method
-from .pretrain import PretrainConfig, pretrain
-from .train import Hyper
+from bayes_transfer.results import metrics
+from bayes_transfer.data.digits import augment, load_digits_tasks, train_subset
+from bayes_transfer.device import get_device
+from bayes_transfer.priors.learning import SWAGConfig, learn_prior
+from bayes_transfer.inference.methods import METHODS, run_method
+from bayes_transfer.objectives.pretrain import PretrainConfig, pretrain
+from bayes_transfer.inference.loop import Hyper
 
 
 def run_demo(n_train: int = 25, seed: int = 0, pretraining: str = "supervised", steps: int = 300,

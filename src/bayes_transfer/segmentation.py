@@ -10,7 +10,7 @@ whose names start with ``encoder.``; without that prefix they are the torchvisio
   encoder_output_stride=16, decoder_atrous_rates=(6, 12, 18))``. smp's ResNet encoder *is* a torchvision
   ResNet without ``fc``/``avgpool`` (same parameter names), its last stage dilated for output stride 16.
   Nothing is downloaded: our pre-trained backbone is loaded into ``model.encoder`` by name.
-* ``small_resnet`` (embedded default): the digits backbone (:class:`~bayes_transfer.models.SmallResNet`,
+* ``small_resnet`` (embedded default): the digits backbone (:class:`~bayes_transfer.models.resnets.SmallResNet`,
   the same class, hence the same names) as an encoder, with smp's own decoder and head around it
   (:class:`DeepLabV3PlusSmall`). Its strides are fixed by the 8 x 8 digits it was pre-trained on
   (stem and ``layer1`` stride 1, ``layer2`` and ``layer3`` stride 2), so its **effective output stride is
@@ -21,7 +21,7 @@ whose names start with ``encoder.``; without that prefix they are the torchvisio
   the rates reach 0.18, 0.36 and 0.55 of it; a 24 x 24 scene gives 6 x 6 at stride 4, where 1, 2, 3 do).
 
 Priors (the objective is the mean per-datum potential U(theta)/N, N = number of training images, as in
-:mod:`bayes_transfer.train`; the data term is the mean per-pixel cross-entropy, label 255 ignored):
+:mod:`bayes_transfer.inference.loop`; the data term is the mean per-pixel cross-entropy, label 255 ignored):
 
 =====================  ===========  =================================================  ======================
 method                 inference    backbone (``encoder.*``)                           ASPP, decoder, head
@@ -33,26 +33,26 @@ bnn_learned_prior      SG-MCMC      learned SWAG prior, covariance x lambda     
 =====================  ===========  =================================================  ======================
 
 The learned prior is bound to the backbone parameters by name (:meth:`GaussianPrior.bind` checks names,
-order and shapes and raises :class:`~bayes_transfer.prior.PriorMismatchError` otherwise); its gradient is
+order and shapes and raises :class:`~bayes_transfer.priors.gaussian.PriorMismatchError` otherwise); its gradient is
 added by :meth:`BoundPrior.add_grad_` without an autograd graph.
 
 Optimisation (paper App. C.1): SGD with Nesterov momentum and the poly learning-rate policy
 ``lr * (1 - t / T) ** power``. The Bayesian methods run the same poly schedule within each cycle of a
-:class:`~bayes_transfer.samplers.CyclicalSchedule` (one cycle = the paper's single poly run); the first
+:class:`~bayes_transfer.inference.samplers.CyclicalSchedule` (one cycle = the paper's single poly run); the first
 ``exploration_fraction`` of a cycle adds no noise, afterwards Langevin noise at temperature T is injected
 and ``samples_per_cycle`` samples are kept. The paper's "SGLD" runs with Nesterov momentum 0.9, like its
-SGD. Langevin dynamics with momentum is what :class:`~bayes_transfer.samplers.SGHMC` implements (momentum =
+SGD. Langevin dynamics with momentum is what :class:`~bayes_transfer.inference.samplers.SGHMC` implements (momentum =
 1 - friction, noise scaled so the chain targets exp(-U/T)); :class:`NesterovSGHMC` adds Nesterov's
 look-ahead, so ``sampler="sghmc"`` with ``nesterov=True`` is the paper's setting (at the paper's T = 2e-8 it
 is Nesterov SGD plus negligible noise, so the Bayesian and SGD columns differ by their prior and the model
-average only). ``sampler="sgld"`` is the momentum-free :class:`~bayes_transfer.samplers.SGLD`.
+average only). ``sampler="sgld"`` is the momentum-free :class:`~bayes_transfer.inference.samplers.SGLD`.
 
 Evaluation: the predictive probabilities of the kept samples are averaged per pixel (a Bayesian model
 average; SGD: the final model alone), the arg-max is scored with torchmetrics'
 ``MulticlassJaccardIndex`` (macro mean over classes present in target or prediction, ``ignore_index``
 255) accumulated over the whole evaluation set, and cross-checked against our own streaming
-:class:`~bayes_transfer.metrics.ConfusionMatrix`. The average is taken batch by batch on the device, not
-with :class:`~bayes_transfer.bma.BayesianModelAverage` (which keeps float64 copies of a whole evaluation
+:class:`~bayes_transfer.results.metrics.ConfusionMatrix`. The average is taken batch by batch on the device, not
+with :class:`~bayes_transfer.inference.bma.BayesianModelAverage` (which keeps float64 copies of a whole evaluation
 set: ~45 GB of probabilities for Pascal VOC val).
 """
 
@@ -71,10 +71,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
-from .methods import METHODS, prepare_learned_prior
-from .models import SmallResNet, load_backbone_state
-from .prior import BoundPrior, GaussianPrior
-from .samplers import SGHMC, SGLD, CyclicalSchedule, NesterovSGHMC, set_lr  # noqa: F401 (re-exported)
+from bayes_transfer.device import runtime_options
+from bayes_transfer.inference.methods import METHODS, prepare_learned_prior
+from bayes_transfer.models.resnets import SmallResNet, load_backbone_state
+from bayes_transfer.priors.gaussian import BoundPrior, GaussianPrior
+from bayes_transfer.inference.samplers import SGHMC, SGLD, CyclicalSchedule, NesterovSGHMC, set_lr  # noqa: F401 (re-exported)
 
 log = logging.getLogger("bayes_transfer.segmentation")
 
@@ -339,7 +340,8 @@ def train_batches(dataset: Dataset, batch_size: int, generator: torch.Generator,
                 yield pad_batch(x[idx], y[idx].long(), multiple, ignore_index)
     loader = DataLoader(dataset, batch_size=bs, sampler=RandomSampler(dataset, generator=generator),
                         drop_last=True, num_workers=num_workers, collate_fn=_Collate(multiple, ignore_index),
-                        pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+                        pin_memory=runtime_options(device, num_workers=num_workers).pin_memory,
+                        persistent_workers=num_workers > 0)
     while True:
         for xb, yb in loader:
             yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
@@ -354,7 +356,8 @@ def eval_batches(dataset: Dataset, batch_size: int, device: torch.device, multip
             yield xb.to(device), yb.to(device)
         return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=_Collate(multiple, ignore_index), pin_memory=device.type == "cuda")
+                        collate_fn=_Collate(multiple, ignore_index),
+                        pin_memory=runtime_options(device, num_workers=num_workers).pin_memory)
     for xb, yb in loader:
         yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
 
@@ -409,7 +412,7 @@ def fit_segmentation(model: nn.Module, train_set: Dataset, eval_set: Dataset, *,
     the batch order is drawn afresh from a generator seeded with (seed, iteration), so a resumed run is a
     run of the same distribution, not bit-identical to an uninterrupted one.
     """
-    from .train import load_matching_state, rng_states, save_state, set_rng_states
+    from bayes_transfer.inference.loop import load_matching_state, rng_states, save_state, set_rng_states
 
     spec = _spec(method)
     device = torch.device(device)
@@ -541,7 +544,7 @@ def evaluate(model: nn.Module, samples: Sequence[Mapping[str, Tensor]], eval_set
     """
     from torchmetrics.classification import MulticlassJaccardIndex
 
-    from .metrics import PROB_FLOOR, ConfusionMatrix
+    from bayes_transfer.results.metrics import PROB_FLOOR, ConfusionMatrix
 
     if not samples:
         raise ValueError("evaluate: no samples to average")
@@ -587,7 +590,7 @@ def evaluate(model: nn.Module, samples: Sequence[Mapping[str, Tensor]], eval_set
 def segmentation_config_problems(config: Mapping) -> list[str]:
     """Problems of a config's ``segmentation`` section that its schema cannot express (each names its key).
 
-    Used by :func:`bayes_transfer.config_check.check_config` when the Snakefile is parsed.
+    Used by :func:`bayes_transfer.config.check.check_config` when the Snakefile is parsed.
     """
     seg = config.get("segmentation") or {}
     if not seg.get("enabled", True):
@@ -624,7 +627,7 @@ def segmentation_config_problems(config: Mapping) -> list[str]:
     scenes = seg.get("scenes") or {}
     if "digit_scenes" in datasets and scenes:
         try:
-            from .data.scenes import SceneConfig
+            from bayes_transfer.data.scenes import SceneConfig
 
             SceneConfig(**{k: v for k, v in scenes.items() if k in SceneConfig.__dataclass_fields__})
         except ValueError as err:

@@ -6,8 +6,8 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, importable without installing
 
-from bayes_transfer.config_check import ConfigError, check_config
-from bayes_transfer.methods import METHODS, relevant_hyper
+from bayes_transfer.config.check import ConfigError, check_config
+from bayes_transfer.inference.methods import METHODS, relevant_hyper
 
 
 validate(config, "../schemas/config.schema.yaml", set_default=True)

@@ -1,12 +1,12 @@
 # Paper scale: the further experiments of `sweep.experiments`, each an instance of this same workflow.
 #
 # An experiment's config is the top-level config with the experiment's keys replaced (dicts merged key by key),
-# with the Fig. 3 ablations switched off (bayes_transfer.paper_sweep); it is validated by the same schema when its
+# with the Fig. 3 ablations switched off (bayes_transfer.config.experiments); it is validated by the same schema when its
 # instance is parsed.
 # Its rules are this workflow's rules renamed "<experiment>_<rule>", writing under results/<experiment>/.
 # Sizes, batch sizes and grids can differ per experiment, which a {dataset} wildcard in one set of rules
 # could not express (tune writes one file per size). Without `sweep` nothing here defines a rule.
-from bayes_transfer.paper_sweep import sweep_experiments
+from bayes_transfer.config.experiments import sweep_experiments
 
 SWEEP = sweep_experiments(config)
 

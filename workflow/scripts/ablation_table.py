@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.aggregate import tidy_runs
+from bayes_transfer.results.aggregate import tidy_runs
 from bayes_transfer.logs import job_log
 
 with job_log(snakemake.log[0], f"ablation table {snakemake.wildcards.ablation}"):

@@ -3,8 +3,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.audit import read_tables, run_audit, write_audit
-from bayes_transfer.claims import TABLE_FILES, AuditSettings
+from bayes_transfer.audit.cells import read_tables, run_audit, write_audit
+from bayes_transfer.audit.claims import TABLE_FILES, AuditSettings
 from bayes_transfer.logs import job_log
 
 with job_log(snakemake.log[0], "audit") as log:

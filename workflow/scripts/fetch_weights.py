@@ -3,8 +3,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.checkpoints import fetch_source_weights
-from bayes_transfer.experiment import write_json
+from bayes_transfer.models.checkpoints import fetch_source_weights
+from bayes_transfer.stages.experiment import write_json
 from bayes_transfer.logs import job_log
 
 w = snakemake.wildcards

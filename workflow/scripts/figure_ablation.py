@@ -5,9 +5,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 import pandas as pd
 
-from bayes_transfer import plots
-from bayes_transfer.aggregate import summarise, sweep_summary
-from bayes_transfer.landscape import landscape_summary
+from bayes_transfer.results import plots
+from bayes_transfer.results.aggregate import summarise, sweep_summary
+from bayes_transfer.stages.landscape import landscape_summary
 from bayes_transfer.logs import job_log
 
 rule, p, out = snakemake.rule, snakemake.params, snakemake.output

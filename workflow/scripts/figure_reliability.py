@@ -5,9 +5,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 import pandas as pd
 
-from bayes_transfer.ablation import pooled_reliability
+from bayes_transfer.stages.ablation import pooled_reliability
 from bayes_transfer.logs import job_log
-from bayes_transfer.plots import reliability_diagrams
+from bayes_transfer.results.plots import reliability_diagrams
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 runs = list(snakemake.input.runs)

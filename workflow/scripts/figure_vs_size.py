@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the lib
 import pandas as pd
 
 from bayes_transfer.logs import job_log
-from bayes_transfer.plots import error_vs_size
+from bayes_transfer.results.plots import error_vs_size
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 LABELS = {("error", "test"): "test error (%)", ("error", "shifted_test"): "shifted-test error (%)",

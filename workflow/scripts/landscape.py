@@ -3,8 +3,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.ablation import landscape_stage
-from bayes_transfer.experiment import set_threads
+from bayes_transfer.stages.ablation import landscape_stage
+from bayes_transfer.stages.experiment import set_threads
 from bayes_transfer.logs import job_log
 
 p = snakemake.params

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.data.paper import prepare_dataset
-from bayes_transfer.experiment import write_json
+from bayes_transfer.stages.experiment import write_json
 from bayes_transfer.logs import job_log
 
 data = snakemake.params.data

@@ -1,4 +1,4 @@
-"""Glue: the source checkpoint of one pre-training (see bayes_transfer.experiment).
+"""Glue: the source checkpoint of one pre-training (see bayes_transfer.stages.experiment).
 
 Embedded default: pre-trained here from scratch. Paper scale (the rule has a ``weights`` input): the fetched
 ImageNet checkpoint converted into the same format.
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.experiment import convert_stage, pretrain_stage, set_threads
+from bayes_transfer.stages.experiment import convert_stage, pretrain_stage, set_threads
 from bayes_transfer.logs import job_log
 
 pretraining = snakemake.wildcards.pretraining

@@ -3,9 +3,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.experiment import set_threads
+from bayes_transfer.stages.experiment import set_threads
 from bayes_transfer.logs import job_log
-from bayes_transfer.segmentation_stage import segmentation_stage
+from bayes_transfer.stages.segmentation import segmentation_stage
 
 w = snakemake.wildcards
 # read from the config, not params: how often a state is saved never changes a result

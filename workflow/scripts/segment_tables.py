@@ -3,9 +3,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.aggregate import to_latex, to_markdown
+from bayes_transfer.results.aggregate import to_latex, to_markdown
 from bayes_transfer.logs import job_log
-from bayes_transfer.segmentation_stage import CAPTIONS, segmentation_tables, table_note, tidy_segmentation_runs
+from bayes_transfer.stages.segmentation import CAPTIONS, segmentation_tables, table_note, tidy_segmentation_runs
 
 out = snakemake.output
 with job_log(snakemake.log[0], "segmentation tables"):

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 import pandas as pd
 
-from bayes_transfer.aggregate import method_by_size_table, to_markdown
+from bayes_transfer.results.aggregate import method_by_size_table, to_markdown
 from bayes_transfer.logs import job_log
 
 w, out = snakemake.wildcards, snakemake.output

@@ -29,16 +29,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from . import __version__, metrics
-from .data.subsample import balanced_subsample
-from .device import get_device
-from .learn_prior import SWAGConfig, learn_prior
-from .methods import run_method
-from .pretrain import PretrainConfig, pretrain
-from .prior import GaussianPrior
-from .train import Hyper, remove_checkpoints, resumable
+from bayes_transfer import __version__
 
-log = logging.getLogger("bayes_transfer.experiment")
+from bayes_transfer.results import metrics
+from bayes_transfer.data.subsample import balanced_subsample
+from bayes_transfer.device import get_device
+from bayes_transfer.priors.learning import SWAGConfig, learn_prior
+from bayes_transfer.inference.methods import run_method
+from bayes_transfer.objectives.pretrain import PretrainConfig, pretrain
+from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.inference.loop import Hyper, remove_checkpoints, resumable
+
+log = logging.getLogger("bayes_transfer.stages.experiment")
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -107,7 +109,7 @@ class Task:
             return ds.tensors[1].numpy()
         if isinstance(ds, Subset):
             return self.labels(ds.dataset)[np.asarray(ds.indices)]
-        from .data.paper import labels_of
+        from bayes_transfer.data.paper import labels_of
 
         return labels_of(ds)
 
@@ -122,7 +124,7 @@ def load_task(data_cfg: Mapping) -> Task:
     """The datasets of ``data_cfg`` (the ``data`` section of the config)."""
     name = data_cfg["dataset"]
     if name == "digits":
-        from .data.digits import augment, load_digits_tasks
+        from bayes_transfer.data.digits import augment, load_digits_tasks
 
         d = load_digits_tasks(split_seed=data_cfg.get("split_seed", 0), n_test=data_cfg.get("n_test", 300),
                               n_val=data_cfg.get("n_val", 150), shift_strength=data_cfg.get("shift_strength", 1.0))
@@ -132,7 +134,7 @@ def load_task(data_cfg: Mapping) -> Task:
                              torch.cat([d.pool.tensors[1], d.val.tensors[1]]))
         return Task("digits", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.num_classes,
                     "accuracy", augment)
-    from .data import paper
+    from bayes_transfer.data import paper
 
     root = data_cfg.get("root", "data")
     size = data_cfg.get("image_size", 224)
@@ -149,7 +151,7 @@ def source_train_set(task: Task, data_cfg: Mapping) -> Dataset:
     """The source task's training set: the digits' source split, or ImageNet's at paper scale."""
     if task.source_train is not None:
         return task.source_train
-    from .data import paper
+    from bayes_transfer.data import paper
 
     return paper.load_imagenet_train(data_cfg.get("root", "data"), data_cfg.get("image_size", 224))
 
@@ -208,15 +210,15 @@ def pretrain_stage(pretraining: str, data_cfg: Mapping, model_cfg: Mapping, pret
 def convert_stage(pretraining: str, weights_manifest: str, model_cfg: Mapping, out: str, seed: int = 0) -> dict:
     """Paper scale: the fetched ImageNet checkpoint in the format :func:`pretrain_stage` writes.
 
-    ``weights_manifest`` is the JSON of rule fetch_weights (:func:`~bayes_transfer.checkpoints.
+    ``weights_manifest`` is the JSON of rule fetch_weights (:func:`~bayes_transfer.models.checkpoints.
     fetch_source_weights`). The supervised checkpoint keeps its 1000-class ``fc`` (the source head SWAG
     fine-tunes with); SimCLR checkpoints have no classifier, and the projection head of the SimCLR source
     loss is freshly initialised (seeded), as the converted checkpoints do not include it.
     """
-    from .checkpoints import load_source_weights
-    from .data.paper import simclr_augment
-    from .models import build_model, load_backbone_state
-    from .pretrain import SourceObjective
+    from bayes_transfer.models.checkpoints import load_source_weights
+    from bayes_transfer.data.paper import simclr_augment
+    from bayes_transfer.models.resnets import build_model, load_backbone_state
+    from bayes_transfer.objectives.pretrain import SourceObjective
 
     manifest = json.loads(Path(weights_manifest).read_text())
     arch = model_cfg["arch"]
@@ -253,8 +255,8 @@ def prior_stage(pretraining: str, checkpoint: str, data_cfg: Mapping, model_cfg:
     ``checkpoint_every > 0``: the SWAG state is saved to ``<out>.ckpt`` periodically, a rerun after a kill
     continues from it, and it is removed once ``out`` is written.
     """
-    from .models import build_model
-    from .pretrain import SourceObjective
+    from bayes_transfer.models.resnets import build_model
+    from bayes_transfer.objectives.pretrain import SourceObjective
 
     task = load_task(data_cfg)
     dev = get_device(device)
@@ -280,7 +282,7 @@ def import_prior_stage(pretraining: str, checkpoint: str, prefix: str, model_cfg
     The imported prior is checked against the backbone of the pre-trained ``checkpoint`` (same parameter
     names and shapes) so a prior of another architecture fails here, not in the first training job.
     """
-    from .models import build_model, load_backbone_state, split_named_parameters
+    from bayes_transfer.models.resnets import build_model, load_backbone_state, split_named_parameters
 
     files = [Path(f"{prefix}_{k}.pt") for k in ("mean", "variance", "covmat", "model")]
     missing = [p for p in files if not p.is_file()]
@@ -328,7 +330,7 @@ def tune_stage(method: str, sizes: list[int], pretraining: str, *, checkpoint: s
     held-out part, and write the selection (with every grid point's score) to the size's file.
 
     ``checkpoint_every > 0``: every fit is resumable (states ``<out>.point<i>.fit<k>.ckpt``, see
-    :func:`~bayes_transfer.train.resumable`, one prefix per grid point); a rerun after a kill skips finished
+    :func:`~bayes_transfer.inference.loop.resumable`, one prefix per grid point); a rerun after a kill skips finished
     grid points and continues
     the interrupted one. The states are removed once every output is written."""
     if len(outs) != len(sizes):
@@ -377,7 +379,7 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
     """Fit ``method`` with the selected values on n examples for each seed; one result file per run.
 
     ``checkpoint_every > 0``: the fits are resumable (states ``<out>.fit<k>.ckpt``, see
-    :func:`~bayes_transfer.train.resumable`): a rerun after a kill continues from the last state and ends
+    :func:`~bayes_transfer.inference.loop.resumable`): a rerun after a kill continues from the last state and ends
     with the same numbers; the states are removed once every output is written.
 
     ``overrides`` (e.g. ``{"prior_rank": 5}`` in the rank ablation) replace config and selected values alike.

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .bma import BayesianModelAverage
-from .models import build_model, load_backbone_state, replace_head, split_named_parameters
-from .prior import GaussianPrior
-from .train import FitResult, Hyper, fit
+from bayes_transfer.inference.bma import BayesianModelAverage
+from bayes_transfer.models.resnets import build_model, load_backbone_state, replace_head, split_named_parameters
+from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.inference.loop import FitResult, Hyper, fit
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .aggregate import accuracy_metric
+from bayes_transfer.results.aggregate import accuracy_metric
 
 LOWER_IS_BETTER = {"error": True, "nll": True, "ece": True, "brier": True, "loss": True,
                    "accuracy": False, "mean_per_class_accuracy": False, "miou": False}
@@ -821,7 +821,7 @@ def evaluate_claims(tables: Mapping[str, pd.DataFrame | None], settings: AuditSe
 
     Returns ``claims`` (one row per claim: verdict and evidence), ``parts`` (one row per tested part),
     ``pairs`` (every pair each part used, with the run files) and ``strata`` (per-size tests, Holm-corrected).
-    ``report``: the reproducibility report's verdicts (bayes_transfer.reference.report_verdicts()) to show
+    ``report``: the reproducibility report's verdicts (bayes_transfer.audit.reference.report_verdicts()) to show
     beside ours.
     """
     global _CACHE

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .prior import GaussianPrior
+from bayes_transfer.priors.gaussian import GaussianPrior
 
 Direction = dict[str, Tensor]
 

@@ -4,7 +4,7 @@
   state dict, ``{"state_dict": ...}``, ``{"model": ...}``, SimCLR's converted
   ``{"resnet": ...}``) and returns a plain state dict whose keys follow torchvision's ResNet
   (``conv1.weight``, ``layer1.0.bn1.running_mean``, ..., ``fc.weight``), ready for
-  :func:`bayes_transfer.models.load_backbone_state`.
+  :func:`bayes_transfer.models.resnets.load_backbone_state`.
 * :func:`torchvision_imagenet_state` returns torchvision's supervised ImageNet weights from
   the torch hub cache (``$TORCH_HOME/hub/checkpoints``), downloading them only where that is
   possible, with an error that says which file to place where when it is not.
@@ -333,7 +333,7 @@ def fetch_source_weights(
     in torchvision's layout. The manifest (arch, pretraining, path, bytes, number of backbone tensors,
     origin) is what the pretrain stage reads.
     """
-    from .models import build_model, load_backbone_state
+    from bayes_transfer.models.resnets import build_model, load_backbone_state
 
     torch_home = cfg.get("torch_home")
     if pretraining == "supervised":

@@ -165,7 +165,7 @@ def _resnet_with_features_class() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy module attribute so ``bayes_transfer.models.ResNetWithFeatures`` (and pickling of
+    # Lazy module attribute so ``bayes_transfer.models.resnets.ResNetWithFeatures`` (and pickling of
     # such models) works without importing torchvision when this module is imported.
     if name == "ResNetWithFeatures":
         return _resnet_with_features_class()
@@ -207,7 +207,7 @@ def extract_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not callable(features):
         raise TypeError(
             f"model of type {type(model).__name__} has no features(x) method; "
-            "build it with bayes_transfer.models.build_model"
+            "build it with bayes_transfer.models.resnets.build_model"
         )
     return features(x)
 

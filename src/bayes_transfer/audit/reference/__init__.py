@@ -17,7 +17,7 @@ def _read(name: str, columns: list[str], **kwargs) -> pd.DataFrame:
         table = pd.read_csv(fh, **kwargs)
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise ValueError(f"bayes_transfer/reference/{name}: missing columns {missing}")
+        raise ValueError(f"bayes_transfer/audit/reference/{name}: missing columns {missing}")
     return table
 
 

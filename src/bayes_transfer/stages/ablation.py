@@ -4,7 +4,7 @@
   walks over a list (``prior_rank`` for Fig. 3b, ``prior_scale`` = lambda for Fig. 3d). Every other value
   is the one tuning selected for that method and size, so a sweep answers "what if only this changed".
 * :func:`landscape_stage` measures the downstream loss along the learned prior's top directions and
-  along random directions (Fig. 3a, see :mod:`bayes_transfer.landscape`).
+  along random directions (Fig. 3a, see :mod:`bayes_transfer.stages.landscape`).
 * :func:`pooled_reliability` pools the reliability bins of several runs (Fig. 9).
 """
 
@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import landscape
-from .device import get_device
-from .experiment import code_version, fit_stage, load_pretrained, load_task, training_subset
-from .methods import downstream_model
-from .models import split_named_parameters
-from .prior import GaussianPrior
+from bayes_transfer.stages import landscape
+from bayes_transfer.device import get_device
+from bayes_transfer.stages.experiment import code_version, fit_stage, load_pretrained, load_task, training_subset
+from bayes_transfer.inference.methods import downstream_model
+from bayes_transfer.models.resnets import split_named_parameters
+from bayes_transfer.priors.gaussian import GaussianPrior
 
-log = logging.getLogger("bayes_transfer.ablation")
+log = logging.getLogger("bayes_transfer.stages.ablation")
 
 #: the hyper-parameters a sweep may vary, and the figure each one belongs to
 SWEEP_KEYS = {"prior_rank": "Fig. 3b (rank)", "prior_scale": "Fig. 3d (rescaling lambda)"}

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .methods import METHODS
-from .train import Hyper
+from bayes_transfer.inference.methods import METHODS
+from bayes_transfer.inference.loop import Hyper
 
 #: training-pool sizes of the paper-scale datasets (train split; flowers102: train + val)
 PAPER_POOL_SIZES = {"cifar10": 50000, "cifar100": 50000, "flowers102": 2040, "oxford_pets": 3680}
@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 def pool_size(data_cfg: Mapping) -> int:
     name = data_cfg.get("dataset", "digits")
     if name == "digits":
-        from .data.digits import load_digits_tasks
+        from bayes_transfer.data.digits import load_digits_tasks
 
         d = load_digits_tasks(split_seed=data_cfg.get("split_seed", 0), n_test=data_cfg.get("n_test", 300),
                               n_val=data_cfg.get("n_val", 150), shift_strength=data_cfg.get("shift_strength", 1.0))
@@ -67,7 +67,7 @@ def check_config(config: Mapping) -> None:
     if train.get("prior_rank") is not None and train["prior_rank"] > (config.get("swag") or {}).get("max_rank", 20):
         raise ConfigError(f"train.prior_rank: {train['prior_rank']} is above swag.max_rank")
     _check_ablations(config, pool)
-    from .segmentation import segmentation_config_problems  # the segmentation section's checks live beside it
+    from bayes_transfer.segmentation import segmentation_config_problems  # the segmentation section's checks live beside it
 
     problems = segmentation_config_problems(config)
     if problems:

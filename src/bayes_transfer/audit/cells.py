@@ -1,5 +1,5 @@
 """Reproducibility audit: our runs beside the paper's published numbers, cell by cell, and the paper's claims
-with verdicts computed from our runs (the statistics live in :mod:`bayes_transfer.claims`).
+with verdicts computed from our runs (the statistics live in :mod:`bayes_transfer.audit.claims`).
 
 Per-cell comparison. A paper cell (table, dataset, eval set, backbone, pre-training, method, training size,
 metric) matches our runs when every one of those is the same: our ``arch`` is the paper's backbone, our
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claims import AuditSettings, evaluate_claims, fmt_p, fmt_signed, run_values
+from bayes_transfer.audit.claims import AuditSettings, evaluate_claims, fmt_p, fmt_signed, run_values
 
 CELL_KEYS = ["dataset", "eval_set", "backbone", "pretraining", "method", "n_train", "metric"]
 CELL_COLUMNS = ["table", "task", *CELL_KEYS, "paper_value", "paper_se", "ours_mean", "ours_se", "ours_n_ok",
@@ -351,7 +351,7 @@ def run_audit(tables: Mapping[str, pd.DataFrame | None], settings: AuditSettings
               published: pd.DataFrame | None = None, report: pd.DataFrame | None = None) -> dict:
     """The per-cell table and the claims over the given tidy tables (keys as in claims.TABLE_FILES;
     None = not produced by this config). ``published``/``report`` default to the package's reference data."""
-    from . import reference
+    from bayes_transfer.audit import reference
 
     settings = settings or AuditSettings()
     published = reference.published_results() if published is None else published

@@ -15,8 +15,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from . import __version__
-from .prior import GaussianPrior
+from bayes_transfer import __version__
+from bayes_transfer.priors.gaussian import GaussianPrior
 
 VARIANCE_FLOOR = 1e-30
 

@@ -29,13 +29,13 @@ from typing import Iterable, Mapping
 import pandas as pd
 from torch.utils.data import Dataset
 
-from .device import get_device
-from .experiment import code_version, write_json
-from .prior import GaussianPrior
-from .segmentation import (SEGMENTATION_METHODS, ModelSpec, SegHyper, build_segmentation_model,
+from bayes_transfer.device import get_device
+from bayes_transfer.stages.experiment import code_version, write_json
+from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.segmentation import (SEGMENTATION_METHODS, ModelSpec, SegHyper, build_segmentation_model,
                            fit_segmentation, load_pretrained_backbone, read_backbone_checkpoint)
 
-log = logging.getLogger("bayes_transfer.segmentation_stage")
+log = logging.getLogger("bayes_transfer.stages.segmentation")
 
 DATASET_LABELS = {"digit_scenes": "digit scenes", "voc2012": "PASCAL VOC 2012", "cityscapes": "Cityscapes"}
 BACKBONE_LABELS = {"resnet50": "ResNet-50", "resnet101": "ResNet-101"}
@@ -56,7 +56,7 @@ class SegmentationTask:
 def load_segmentation_task(dataset: str, dataset_cfg: Mapping, digits_cfg: Mapping | None = None) -> SegmentationTask:
     """The training and evaluation sets of ``dataset`` (``digit_scenes``, ``voc2012`` or ``cityscapes``)."""
     if dataset == "digit_scenes":
-        from .data.scenes import SceneConfig, load_digit_scenes
+        from bayes_transfer.data.scenes import SceneConfig, load_digit_scenes
 
         digits_cfg = digits_cfg or {}
         scene_keys = set(SceneConfig.__dataclass_fields__)
@@ -64,7 +64,7 @@ def load_segmentation_task(dataset: str, dataset_cfg: Mapping, digits_cfg: Mappi
                               split_seed=digits_cfg.get("split_seed", 0), n_test_digits=digits_cfg.get("n_test", 300),
                               n_val_digits=digits_cfg.get("n_val", 150))
         return SegmentationTask(dataset, t.train, t.test, "test", t.num_classes, t.class_names)
-    from .data import segmentation_paper as sp
+    from bayes_transfer.data import segmentation_paper as sp
 
     kw = dict(crop_size=dataset_cfg.get("crop_size", 513), scale_range=dataset_cfg.get("scale_range", (0.5, 2.0)))
     train = sp.load_segmentation_dataset(dataset, dataset_cfg["root"], "train", train_transform=True,
@@ -97,7 +97,7 @@ def segmentation_stage(dataset: str, backbone: str, pretraining: str, method: st
     iterations and its result when it finishes, so a job resubmitted after a time limit skips finished seeds
     and continues the unfinished one; the state files are removed once every output is written.
     """
-    from .train import load_matching_state, save_state
+    from bayes_transfer.inference.loop import load_matching_state, save_state
 
     if method not in SEGMENTATION_METHODS:
         raise ValueError(f"unknown segmentation method {method!r}; known: {', '.join(SEGMENTATION_METHODS)}")

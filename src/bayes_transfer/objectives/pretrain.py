@@ -2,7 +2,7 @@
 
 At paper scale the source checkpoints are ImageNet models (downloaded once, converted by name); on the
 embedded default they are trained here on the source digits. The same :class:`SourceObjective` is used
-again when the prior is learned (SWAG fine-tuning on the source loss, :mod:`bayes_transfer.learn_prior`).
+again when the prior is learned (SWAG fine-tuning on the source loss, :mod:`bayes_transfer.priors.learning`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .device import RuntimeOptions, runtime_options
-from .losses import ProjectionHead, nt_xent
-from .models import build_model
-from .samplers import cosine_factor, set_lr
-from .train import BatchStream, load_matching_state, rng_states, save_state, set_rng_states
+from bayes_transfer.device import RuntimeOptions, runtime_options
+from bayes_transfer.objectives.losses import ProjectionHead, nt_xent
+from bayes_transfer.models.resnets import build_model
+from bayes_transfer.inference.samplers import cosine_factor, set_lr
+from bayes_transfer.inference.loop import BatchStream, load_matching_state, rng_states, save_state, set_rng_states
 
-log = logging.getLogger("bayes_transfer.pretrain")
+log = logging.getLogger("bayes_transfer.objectives.pretrain")
 
 PRETRAININGS = ("supervised", "simclr")
 
@@ -98,12 +98,7 @@ def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: Pr
     key = {"arch": arch, "kind": kind, "cfg": vars(cfg), "seed": seed, "num_data": len(train_set)}
     saved = load_matching_state(checkpoint_path, key) if resume else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        objective.load_state_dict(saved["objective"])
-        objective.generator.set_state(saved["objective_generator"])
-        opt.load_state_dict(saved["optimizer"])
-        stream.load_state_dict(saved["stream"])
-        set_rng_states(saved["rng"], device)
+        restore_source_training(saved, model, objective, opt, stream, device)
         history, start = saved["history"], int(saved["step"])
         log.info("pretrain %s resumed at step %d/%d from %s", kind, start, cfg.steps, checkpoint_path)
     for step in range(start, cfg.steps):
@@ -122,9 +117,24 @@ def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: Pr
             history.append({"step": step, "lr": lr, "loss": value, "time_s": time.perf_counter() - t0})
             log.info("pretrain %s step %d/%d loss %.4f lr %.3g", kind, step, cfg.steps, value, lr)
         if resume and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_state({"key": key, "step": step + 1, "model": model.state_dict(),
-                        "objective": objective.state_dict(),
-                        "objective_generator": objective.generator.get_state(), "optimizer": opt.state_dict(),
-                        "stream": stream.state_dict(), "rng": rng_states(device), "history": history},
-                       checkpoint_path)
+            save_state({"key": key, "step": step + 1, "history": history}
+                       | source_training_state(model, objective, opt, stream, device), checkpoint_path)
     return model, objective, history
+
+
+def source_training_state(model: nn.Module, objective: "SourceObjective", opt, stream, device) -> dict:
+    """What a resumed source-task training loop (pre-training, SWAG) needs besides its own extras."""
+    return {"model": model.state_dict(), "objective": objective.state_dict(),
+            "objective_generator": objective.generator.get_state(), "optimizer": opt.state_dict(),
+            "stream": stream.state_dict(), "rng": rng_states(device)}
+
+
+def restore_source_training(saved: dict, model: nn.Module, objective: "SourceObjective", opt, stream,
+                            device) -> None:
+    """Load a :func:`source_training_state` back into the live objects."""
+    model.load_state_dict(saved["model"])
+    objective.load_state_dict(saved["objective"])
+    objective.generator.set_state(saved["objective_generator"])
+    opt.load_state_dict(saved["optimizer"])
+    stream.load_state_dict(saved["stream"])
+    set_rng_states(saved["rng"], device)

@@ -4,7 +4,7 @@ Schedule (Zhang et al. 2020, as in the paper): a cyclical cosine learning rate; 
 feature extractor's parameters (by name) are collected at the end of each cycle (``snapshots_per_cycle``
 evenly spaced in the cycle's second half when > 1). Momentum 0.9 and weight decay on, as in the authors'
 defaults (lr 0.02, 5e-5). The result is ``N(mean, 1/2 diag + 1/2 low-rank)``, see
-:class:`~bayes_transfer.swag.SWAGCollector`.
+:class:`~bayes_transfer.priors.swag.SWAGCollector`.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import __version__
-from .device import RuntimeOptions, runtime_options
-from .models import split_named_parameters
-from .pretrain import SourceObjective
-from .prior import GaussianPrior
-from .swag import SWAGCollector
-from .samplers import cosine_factor, set_lr
-from .train import BatchStream, load_matching_state, rng_states, save_state, set_rng_states
+from bayes_transfer import __version__
+from bayes_transfer.device import RuntimeOptions, runtime_options
+from bayes_transfer.models.resnets import split_named_parameters
+from bayes_transfer.objectives.pretrain import SourceObjective, restore_source_training, source_training_state
+from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.priors.swag import SWAGCollector
+from bayes_transfer.inference.samplers import cosine_factor, set_lr
+from bayes_transfer.inference.loop import BatchStream, load_matching_state, save_state
 
-log = logging.getLogger("bayes_transfer.learn_prior")
+log = logging.getLogger("bayes_transfer.priors.learning")
 
 
 @dataclass
@@ -50,7 +50,7 @@ def learn_prior(model: nn.Module, objective: SourceObjective, source_train: Data
     """Fine-tune ``model`` on ``objective`` with a cyclical cosine schedule and fit SWAG to its backbone.
 
     ``model`` is modified in place (it ends at the last snapshot). The returned prior covers exactly
-    the feature extractor's parameters (names from :func:`~bayes_transfer.models.split_named_parameters`).
+    the feature extractor's parameters (names from :func:`~bayes_transfer.models.resnets.split_named_parameters`).
     With ``checkpoint_path`` and ``checkpoint_every > 0`` the whole state (SWAG moments included) is saved
     there every ``checkpoint_every`` steps, and a run finding the file continues from it (same prior on the
     CPU as an uninterrupted run); the caller deletes it when done.
@@ -72,13 +72,8 @@ def learn_prior(model: nn.Module, objective: SourceObjective, source_train: Data
     key = {"kind": objective.kind, "cfg": vars(cfg), "seed": seed, "num_data": len(source_train)}
     saved = load_matching_state(checkpoint_path, key) if resume else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        objective.load_state_dict(saved["objective"])
-        objective.generator.set_state(saved["objective_generator"])
-        opt.load_state_dict(saved["optimizer"])
-        stream.load_state_dict(saved["stream"])
+        restore_source_training(saved, model, objective, opt, stream, device)
         collector.load_state_dict(saved["swag"])
-        set_rng_states(saved["rng"], device)
         start = int(saved["step"])
         log.info("swag resumed at step %d/%d from %s", start, total, checkpoint_path)
     for step in range(start, total):
@@ -98,11 +93,8 @@ def learn_prior(model: nn.Module, objective: SourceObjective, source_train: Data
             log.info("swag cycle %d/%d loss %.4f snapshots %d", cycle + 1, cfg.cycles, float(loss.detach()),
                      collector.n_snapshots)
         if resume and (step + 1) % checkpoint_every == 0 and step + 1 < total:
-            save_state({"key": key, "step": step + 1, "model": model.state_dict(),
-                        "objective": objective.state_dict(),
-                        "objective_generator": objective.generator.get_state(), "optimizer": opt.state_dict(),
-                        "stream": stream.state_dict(), "swag": collector.state_dict(), "rng": rng_states(device)},
-                       checkpoint_path)
+            save_state({"key": key, "step": step + 1, "swag": collector.state_dict()}
+                       | source_training_state(model, objective, opt, stream, device), checkpoint_path)
     meta = {
         "source_loss": objective.kind,
         "swag": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},

@@ -10,7 +10,7 @@ The objective is always the mean per-datum potential ``U(theta) / N``:
 
 with N the number of training examples actually used. Weight-decay terms are applied by the optimizer
 (they are the gradients of the isotropic zero-mean priors), the learned prior through a
-:class:`~bayes_transfer.prior.BoundPrior`, so a step never concatenates the parameters.
+:class:`~bayes_transfer.priors.gaussian.BoundPrior`, so a step never concatenates the parameters.
 
 Long fits are resumable: inside :func:`resumable` every fit saves its whole state (model, optimiser, batch
 stream position, random-number generators, Bayesian model average, log) every ``checkpoint_every`` steps and,
@@ -40,13 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .bma import BayesianModelAverage
-from .device import RuntimeOptions, runtime_options
-from .models import split_named_parameters
-from .prior import GaussianPrior
-from .samplers import SGHMC, SGLD, CyclicalSchedule, cosine_factor, set_lr
+from bayes_transfer.inference.bma import BayesianModelAverage
+from bayes_transfer.device import RuntimeOptions, runtime_options
+from bayes_transfer.models.resnets import split_named_parameters
+from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.inference.samplers import SGHMC, SGLD, CyclicalSchedule, cosine_factor, set_lr
 
-log = logging.getLogger("bayes_transfer.train")
+log = logging.getLogger("bayes_transfer.inference.loop")
 
 INFERENCE = ("sgd", "sgld", "sghmc")
 

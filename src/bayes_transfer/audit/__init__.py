@@ -1,0 +1,1 @@
+"""The audit: claims with paired tests, cells against the paper, reference data."""

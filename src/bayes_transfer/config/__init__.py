@@ -1,0 +1,1 @@
+"""Config: semantic checks, the paper config's experiments."""

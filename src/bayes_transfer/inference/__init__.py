@@ -1,0 +1,1 @@
+"""Inference: samplers, schedules, the Bayesian model average, the downstream training loop, methods."""

@@ -1,0 +1,1 @@
+"""Models: ResNets with torchvision parameter names, checkpoints."""

@@ -1,0 +1,1 @@
+"""Source objectives (supervised, SimCLR) and pre-training."""
