@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_transfer.data.paper import CIFAR10_CLASSES
+from bayes_transfer.data.cifar101 import CIFAR10_CLASSES
 
 
 def _pickle(path: Path, obj: dict) -> None:

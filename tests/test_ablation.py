@@ -1,5 +1,5 @@
 """Fig. 3 / Fig. 9 machinery: filter normalisation, prior directions, loss along a direction, pooled
-reliability bins, the rank-0 prior, sweep summaries (hand-computed answers)."""
+reliability bins, the rank-0 prior, ablation summaries (hand-computed answers)."""
 
 import json
 import math
@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from bayes_transfer.stages import landscape
-from bayes_transfer.stages.ablation import pooled_reliability, sweep_stage
-from bayes_transfer.results.aggregate import sweep_summary
+from bayes_transfer.stages.ablation import ablation_stage, pooled_reliability
+from bayes_transfer.results.aggregate import ablation_summary
 from bayes_transfer.inference.methods import prepare_learned_prior
 from bayes_transfer.results.metrics import reliability_bins
 from bayes_transfer.priors.gaussian import GaussianPrior
@@ -145,8 +145,8 @@ def test_pooled_reliability_hand_example(tmp_path):
     assert pooled["n_runs"].iloc[0] == 2 and pooled["n_failed"].iloc[0] == 1
 
 
-# ------------------------------------------------------------------------------ sweeps
-def test_sweep_summary_counts_failures_and_keeps_failed_values():
+# ------------------------------------------------------------------------------ rank / lambda ablations
+def test_ablation_summary_counts_failures_and_keeps_failed_values():
     rows = []
     for seed in range(3):
         for k, acc in ((0, 0.5 + 0.1 * seed), (5, 0.8)):
@@ -154,16 +154,51 @@ def test_sweep_summary_counts_failures_and_keeps_failed_values():
                              seed=seed, success=True, prior_rank=k, eval_set="test", metric="accuracy", value=acc))
         rows.append(dict(dataset="digits", pretraining="simclr", method="sgd_learned_prior", n_train=50, seed=seed,
                          success=False, prior_rank=1, eval_set=None, metric=None, value=np.nan))
-    s = sweep_summary(pd.DataFrame(rows), "prior_rank")
+    s = ablation_summary(pd.DataFrame(rows), "prior_rank")
     by = s.set_index("prior_rank")
     assert by.loc[0, "mean"] == pytest.approx(0.6) and by.loc[0, "se"] == pytest.approx(0.1 / math.sqrt(3))
     assert by.loc[5, "n_failed"] == 0
     assert np.isnan(by.loc[1, "mean"]) and by.loc[1, "n_failed"] == 3
 
 
-def test_sweep_stage_rejects_unknown_keys_and_bad_layouts():
+def test_ablation_stage_rejects_unknown_keys_and_bad_layouts():
     kw = dict(checkpoint="x", prior_path=None, tuning_path=None, data_cfg={}, model_cfg={}, train_cfg={})
-    with pytest.raises(ValueError, match="cannot sweep 'lr'"):
-        sweep_stage("sgd_learned_prior", 10, "simclr", [0], "lr", [0.1], [["a"]], **kw)
+    with pytest.raises(ValueError, match="cannot vary 'lr'"):
+        ablation_stage("sgd_learned_prior", 10, "simclr", [0], "lr", [0.1], [["a"]], **kw)
     with pytest.raises(ValueError, match="one list of per-seed"):
-        sweep_stage("sgd_learned_prior", 10, "simclr", [0, 1], "prior_rank", [0], [["a"]], **kw)
+        ablation_stage("sgd_learned_prior", 10, "simclr", [0, 1], "prior_rank", [0], [["a"]], **kw)
+
+
+def test_lambda_conventions_set_the_authors_device_and_validate():
+    from bayes_transfer.stages.ablation import LAMBDA_CONVENTIONS, convention_overrides
+
+    assert convention_overrides("exact") == {"prior_convention": "exact"}
+    assert convention_overrides("priorbox") == {"prior_convention": "priorbox", "prior_update": "explicit",
+                                                "grad_clip": 2.0}
+    for name in LAMBDA_CONVENTIONS:  # every convention is a valid set of hyper-parameters
+        Hyper.from_dict(convention_overrides(name))
+    with pytest.raises(ValueError, match="unknown prior convention 'paper'.*exact, priorbox"):
+        convention_overrides("paper")
+    kw = dict(checkpoint="x", prior_path=None, tuning_path=None, data_cfg={}, model_cfg={}, train_cfg={})
+    with pytest.raises(ValueError, match="unknown prior convention"):
+        ablation_stage("sgd_learned_prior", 10, "simclr", [0], "prior_scale", [1.0], [["a"]], convention="x", **kw)
+
+
+def test_authors_convention_rescales_variance_plus_eps_and_factor_by_lambda():
+    prior = GaussianPrior(torch.tensor([0.0, 1.0]), torch.tensor([1e-8, 2.0]), torch.tensor([[0.5, 0.25]]))
+    hp = Hyper.from_dict({"prior_scale": 100.0, "prior_convention": "priorbox"})
+    out = prepare_learned_prior(prior, hp)
+    assert torch.allclose(out.variance, torch.tensor([1e-6 + 0.1, 200.1]))
+    assert torch.allclose(out.factor, torch.tensor([[50.0, 25.0]]))
+
+
+def test_ablation_summary_keeps_conventions_apart():
+    rows = []
+    for conv, acc in (("exact", 0.7), ("priorbox", 0.4)):
+        for seed in range(2):
+            rows.append(dict(dataset="digits", pretraining="simclr", method="sgd_learned_prior", n_train=50,
+                             seed=seed, success=True, prior_scale=1.0, prior_convention=conv, eval_set="test",
+                             metric="accuracy", value=acc + 0.1 * seed))
+    s = ablation_summary(pd.DataFrame(rows), "prior_scale", by=["prior_convention"]).set_index("prior_convention")
+    assert s.loc["exact", "mean"] == pytest.approx(0.75) and s.loc["priorbox", "mean"] == pytest.approx(0.45)
+    assert s.loc["exact", "n_ok"] == 2

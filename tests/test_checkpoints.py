@@ -296,7 +296,8 @@ def test_fetch_simclr_missing_or_wrong_file(tmp_path):
 
 def test_import_released_prior_through_the_core_library(tmp_path):
     """The authors' four priorBox files -> this library's prior file, checked against the checkpoint."""
-    from bayes_transfer.stages.experiment import import_prior_stage, save_torch
+    from bayes_transfer.io import save_torch
+    from bayes_transfer.stages.source import import_prior_stage
     from bayes_transfer.models.resnets import split_named_parameters
     from bayes_transfer.priors.gaussian import GaussianPrior
 

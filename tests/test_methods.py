@@ -81,11 +81,14 @@ def test_bma_is_mean_of_sample_predictions(setup):
 
 
 def test_diverged_chain_is_recorded_not_raised(setup):
-    hp = Hyper.from_dict(FAST.to_dict() | {"lr": 1e6, "prior_scale": 1.0})
+    # the explicit prior update at an absurd learning rate (the split one bounds the prior's step)
+    hp = Hyper.from_dict(FAST.to_dict() | {"lr": 1e6, "prior_scale": 1.0, "prior_update": "explicit"})
     res = run(setup, "bnn_learned_prior", hp=hp)
     assert not res.success
     assert "step" in res.reason and ("not finite" in res.reason or "non-finite" in res.reason)
+    assert "prior_update 'explicit'" in res.reason and "stability limit" in res.reason
     assert res.probs == {}
+    assert res.diagnostics()["prior_energy_per_datum"] is None
 
 
 def test_prior_of_another_architecture_names_first_mismatch(setup):
@@ -137,3 +140,31 @@ def test_sample_checkpoints_are_optional(setup, tmp_path):
               seed=0, sample_dir=str(tmp_path / "samples"))
     assert res.success and res.num_samples == 4
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [f"sample_00{i}.pt" for i in range(4)]
+
+
+def test_relevant_hyper_names_only_the_keys_a_method_reads():
+    """The keys that rerun a method's jobs (Snakemake params): common keys, its prior's, the sampler's, the ensemble's."""
+    from bayes_transfer.inference.methods import relevant_hyper
+
+    cfg = Hyper().to_dict()
+    common = {"steps", "batch_size", "lr", "momentum", "head_weight_decay", "log_every", "grad_clip"}
+    sampler = {"temperature", "sampler", "cycles", "exploration_fraction", "samples_per_cycle", "chains"}
+    learned = {"prior_scale", "prior_convention", "prior_rank", "prior_truncation", "prior_update"}
+    expected = {
+        "sgd_transfer": common | {"weight_decay"},
+        "sgd_learned_prior": common | learned,
+        "bnn_learned_prior": common | learned | sampler,
+        "bnn_isotropic_prior": common | {"isotropic_variance"} | sampler,
+        # a bound isotropic prior around the mean: its update (split or explicit) counts too
+        "sgd_learned_mean": common | {"isotropic_variance", "prior_update"},
+        "bnn_learned_mean": common | {"isotropic_variance", "prior_update"} | sampler,
+        # ensemble_size 0: as many members as the BMA has samples, cycles x samples_per_cycle
+        "sgd_ensemble": common | {"weight_decay", "ensemble_size", "cycles", "samples_per_cycle"},
+    }
+    assert set(expected) == set(METHODS)
+    for method, keys in expected.items():
+        assert set(relevant_hyper(method, cfg)) == keys, method
+    assert set(relevant_hyper("sgd_ensemble", cfg | {"ensemble_size": 3})) == common | {"weight_decay", "ensemble_size"}
+    assert relevant_hyper("sgd_transfer", {"lr": 0.1, "temperature": 1.0}) == {"lr": 0.1}  # only keys given
+    with pytest.raises(ValueError, match="unknown method"):
+        relevant_hyper("sgd_transferr", cfg)

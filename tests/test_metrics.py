@@ -1,27 +1,26 @@
-"""Tests for bayes_transfer.results.metrics with hand-computed answers."""
+"""Tests for bayes_transfer.results.metrics and results.iou with hand-computed answers."""
 
 import math
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from bayes_transfer.results.iou import ConfusionMatrix, confusion_matrix, iou_per_class, mean_iou, mean_iou_torchmetrics
 from bayes_transfer.results.metrics import (
     PROB_FLOOR,
-    ConfusionMatrix,
     accuracy,
     brier,
     classification_metrics,
-    confusion_matrix,
     ece,
-    iou_per_class,
-    mean_iou,
-    mean_iou_torchmetrics,
     mean_per_class_accuracy,
     nll,
     per_class_accuracy,
     reliability_bins,
+    reliability_table,
 )
 
 # 4 examples, 3 classes. Predictions: 0 (correct), 1 (wrong), 2 (wrong), 1 (correct).
@@ -63,6 +62,42 @@ def test_hand_example_ece():
     expected = (abs(1 - 0.7) + 2 * abs(0 - 0.5) + abs(1 - 0.9)) / 4
     assert expected == pytest.approx(0.35)
     assert ece(PROBS, LABELS) == pytest.approx(expected, abs=1e-6)
+
+
+def _calibration_cases():
+    """Random softmax outputs (float32 and float64), rows with confidence exactly 1 and confidences on bin edges."""
+    for seed in range(120):
+        g = torch.Generator().manual_seed(seed)
+        n, c = int(torch.randint(1, 600, (1,), generator=g)), int(torch.randint(2, 40, (1,), generator=g))
+        dtype = torch.float64 if seed % 3 == 0 else torch.float32
+        probs = (float(8 * torch.rand(1, generator=g)) * torch.randn(n, c, generator=g, dtype=dtype)).softmax(1)
+        if seed % 5 == 0:  # one-hot rows: confidence 1.0, the bin of its own
+            probs[: n // 3] = torch.nn.functional.one_hot(torch.randint(0, c, (n // 3,), generator=g), c).to(dtype)
+        if seed % 7 == 0:  # confidences 0.5 and 0.8, on the edges of 10 and 5 bins
+            c, probs = 2, torch.tensor([[0.5, 0.5], [0.8, 0.2]], dtype=dtype).repeat(n, 1)
+        yield probs, torch.randint(0, c, (probs.shape[0],), generator=g), [15, 10, 5, 20][seed % 4]
+
+
+def test_ece_is_torchmetrics_value_to_the_bit():
+    """Our float32 binning gives exactly torchmetrics' L1 calibration error (it used to be computed by it)."""
+    for probs, labels, n_bins in _calibration_cases():
+        reference = multiclass_calibration_error(probs, labels, num_classes=probs.shape[1], n_bins=n_bins, norm="l1")
+        assert ece(probs, labels, n_bins=n_bins) == float(reference.item()), (tuple(probs.shape), n_bins)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ece(torch.ones(3, 1), torch.zeros(3, dtype=torch.long))
+
+
+def test_classification_metrics_import_neither_torchmetrics_nor_pandas():
+    """A fit job's metrics must not pay for torchmetrics (seconds) or pandas at start-up."""
+    code = (
+        "import sys, torch\n"
+        "from bayes_transfer.results.metrics import classification_metrics, reliability_table\n"
+        "p = torch.tensor([[0.7, 0.3], [0.4, 0.6]]); y = torch.tensor([0, 0])\n"
+        "classification_metrics(p, y, 2); reliability_table(p, y)\n"
+        "print(sorted(m for m in ('torchmetrics', 'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_hand_example_mean_per_class_accuracy():
@@ -138,6 +173,20 @@ def test_reliability_bins_hand_example():
     assert fine["count"].tolist() == [0, 0, 1, 0, 1, 1, 1, 0, 0, 1]
     assert fine["mean_confidence"][:2].isna().all() and fine["accuracy"][:2].isna().all()
     assert fine["count"].sum() == 5
+
+
+def test_reliability_table_is_the_dataframe_as_plain_columns():
+    """What fit records (plain lists, no pandas) is exactly the DataFrame's columns, NaN for the empty bins."""
+    g = torch.Generator().manual_seed(3)
+    probs = (3.0 * torch.randn(50, 4, generator=g)).softmax(dim=1)
+    labels = torch.randint(0, 4, (50,), generator=g)
+    table = reliability_table(probs, labels, n_bins=20)
+    frame = reliability_bins(probs, labels, n_bins=20).to_dict(orient="list")
+    assert list(table) == list(frame) and all(type(v) is list and len(v) == 20 for v in table.values())
+    for key in table:
+        assert [type(v) for v in table[key]] == [type(v) for v in frame[key]], key
+        assert all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(table[key], frame[key])), key
+    assert sum(table["count"]) == 50 and any(math.isnan(v) for v in table["accuracy"])
 
 
 def _ece_from_bins(table, n):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,11 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
-from bayes_transfer.config.check import check_config
 from bayes_transfer.config.experiments import merged, sweep_experiments
+from bayes_transfer.config.schema import prepare_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: the paper's data sizes (appendix B.1; Tables 2-13)
 PAPER_SIZES = {
@@ -35,19 +35,17 @@ def _config() -> dict:
 
 
 def _experiments() -> dict[str, dict]:
-    config = _config()
+    """Every experiment's config as the workflow prepares it: the main one first (its settings that follow the
+    lists filled in), then each experiment derived from it."""
+    config = prepare_config(_config())
     main = f"{config['data']['dataset']}_{config['model']['arch']}"
-    return {main: config} | sweep_experiments(config)
+    return {main: config} | {name: prepare_config(cfg) for name, cfg in sweep_experiments(config).items()}
 
 
-def test_every_experiment_is_valid_under_the_schema():
-    from snakemake.utils import validate
-
-    experiments = _experiments()
+def test_every_experiment_is_valid_under_the_schema_and_checks():
+    experiments = _experiments()  # prepare_config raises on any problem
     assert len(experiments) == 8
     for name, cfg in experiments.items():
-        validate(cfg, str(SCHEMA), set_default=True)
-        check_config(cfg)
         assert name == f"{cfg['data']['dataset']}_{cfg['model']['arch']}"
 
 
@@ -72,8 +70,10 @@ def test_the_paper_values():
         assert np.allclose(grids["sgd_transfer"]["weight_decay"][1:], np.logspace(-6, -2, 7), rtol=1e-3)
         for method in ("bnn_learned_prior", "bnn_isotropic_prior"):
             assert np.allclose(grids[method]["temperature"], np.logspace(0, -8, 8), rtol=1e-3)
-        # only the main experiment runs the Fig. 3 ablations
-        if cfg is not experiments["cifar10_resnet50"]:
+        # only the main experiment runs the Fig. 3 ablations, with the SimCLR prior at n = 1000 (followed lists)
+        if cfg is experiments["cifar10_resnet50"]:
+            assert cfg["ablations"]["pretraining"] == "simclr" and cfg["ablations"]["n_train"] == 1000
+        else:
             assert not cfg["ablations"]["rank"]["methods"] and not cfg["ablations"]["landscape"]["enabled"]
 
 
@@ -105,13 +105,17 @@ def test_dry_run_lists_the_whole_sweep_fast_without_data(workdir):
         # Fig. 3c (main experiment only): its methods at every size, with one pre-training's prior
         fig3c = cfg["ablations"]["learned_mean"]["methods"] if not prefix else []
         fig3c_tuned = {inherit.get(m, m) for m in fig3c if grids.get(inherit.get(m, m))}
-        assert counts[f"{prefix}fit"] == len(pretrainings) * len(methods) * len(sizes) + len(fig3c) * len(sizes)
+        # one fit job per seed (workflow.seeds_per_job: 1)
+        assert cfg["workflow"]["seeds_per_job"] == 1
+        cells = len(pretrainings) * len(methods) * len(sizes) + len(fig3c) * len(sizes)
+        assert counts[f"{prefix}fit"] == cells * len(cfg["seeds"]), name
         assert counts[f"{prefix}tune"] == len(pretrainings) * len(tuned) + len(fig3c_tuned), name
         assert counts[f"{prefix}prepare_data"] == 1, name
         for rule in ("fetch_weights", "pretrain", "import_prior"):
             assert counts[f"{prefix}{rule}"] == len(pretrainings), (name, rule)
     sweep_fits = sum(v for k, v in counts.items() if k.endswith("_fit"))
-    assert sweep_fits == 2 * 5 * (5 + 6 + 7) + 5 * (5 + 5 + 6 + 7)  # ResNet-50 (2 pre-trainings), ResNet-101
+    # ResNet-50 (2 pre-trainings), ResNet-101, 5 seeds each
+    assert sweep_fits == (2 * 5 * (5 + 6 + 7) + 5 * (5 + 5 + 6 + 7)) * 5
     assert not (workdir / "results").exists() and not (workdir / "data").exists()
 
 
@@ -139,11 +143,113 @@ def test_slurm_profile_covers_every_training_rule_of_the_sweep():
     assert profile["group-components"]["convert"] > 1
 
 
+def _requests(resources: dict) -> dict:
+    """What a job asks of the scheduler: GPUs, CPUs, memory (MB), time (minutes)."""
+    gpus = resources.get("gpu", 0)
+    cpus = resources["cpus_per_gpu"] * gpus if "cpus_per_gpu" in resources else resources["cpus_per_task"]
+    return {"gpu": gpus, "cpus": cpus, "mem_mb": resources["mem_mb"], "runtime": resources["runtime"]}
+
+
+def test_cluster_generic_profile_asks_what_the_slurm_profile_asks():
+    profiles = ROOT / "workflow" / "profiles"
+    slurm = yaml.safe_load((profiles / "slurm" / "config.yaml").read_text())
+    generic = yaml.safe_load((profiles / "cluster-generic" / "config.yaml").read_text())
+    assert generic["executor"] == "cluster-generic" and generic["cluster-generic-cancel-cmd"] == "scancel"
+    assert set(generic["set-resources"]) == set(slurm["set-resources"])
+    for rule, res in slurm["set-resources"].items():
+        assert _requests(generic["set-resources"][rule]) == _requests(res), rule
+    assert _requests(generic["default-resources"]) == _requests(slurm["default-resources"])
+    assert generic["groups"] == slurm["groups"] and generic["group-components"] == slurm["group-components"]
+    submit = generic["cluster-generic-submit-cmd"]
+    assert "sbatch --parsable" in submit
+    for flag, key in (("--gpus", "gpu"), ("--cpus-per-task", "cpus_per_task"), ("--mem", "mem_mb"),
+                      ("--time", "runtime")):
+        assert f"{flag}={{resources.{key}}}" in submit, flag
+        assert key in generic["default-resources"]  # every job has every resource the command names
+    status = profiles / "cluster-generic" / generic["cluster-generic-status-cmd"]
+    assert status.is_file() and os.access(status, os.X_OK)
+
+
+def _fake_slurm(bin_dir: Path, squeue: str = "", scontrol: str = "", sacct: str = "", fail: str = "") -> None:
+    """squeue/scontrol/sacct stand-ins printing the given text; those in ``fail`` exit 1 with Slurm's message
+    for an unknown job ("invalid") or for an unreachable controller ("down")."""
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("squeue", squeue), ("scontrol", scontrol), ("sacct", sacct)):
+        how = dict(part.split(":") for part in fail.split(",") if part).get(name)
+        if how == "invalid":
+            body = "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1"
+        elif how == "down":
+            body = "echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1"
+        else:
+            body = f"printf '%s' '{text}'"
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("fake, expected", [
+    ({"squeue": "RUNNING\n"}, "running"),
+    ({"squeue": "PENDING\n"}, "running"),
+    ({"squeue": "COMPLETED\n"}, "success"),
+    ({"squeue": "TIMEOUT\n"}, "failed"),
+    ({"squeue": "OUT_OF_MEMORY\n"}, "failed"),
+    # accounting off: sacct fails, squeue knows nothing, scontrol still has the finished job
+    ({"scontrol": "JobId=7 JobName=fit-3 JobState=COMPLETED Reason=None", "fail": "sacct:down"}, "success"),
+    ({"scontrol": "JobId=7 JobState=FAILED Reason=NonZeroExitCode", "fail": "squeue:invalid,sacct:down"},
+     "failed"),
+    # the controller forgot the job, accounting remembers it
+    ({"sacct": "CANCELLED by 0\n", "fail": "squeue:invalid,scontrol:invalid"}, "failed"),
+    ({"sacct": "COMPLETED\n", "fail": "squeue:invalid,scontrol:invalid"}, "success"),
+    # nobody knows the job: failed (Snakemake retries it); nobody answers: still running, ask again
+    ({"fail": "squeue:invalid,scontrol:invalid,sacct:invalid"}, "failed"),
+    ({"fail": "squeue:down,scontrol:down,sacct:down"}, "running"),
+])
+def test_cluster_generic_status_command_maps_slurm_states(tmp_path, fake, expected):
+    _fake_slurm(tmp_path / "bin", **fake)
+    script = ROOT / "workflow" / "profiles" / "cluster-generic" / "status.py"
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    out = subprocess.run([sys.executable, str(script), "7;cluster"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == expected + "\n", (out.stdout, out.stderr)
+
+
+def _dry_run_jobs(workdir: Path, *args: str) -> list[tuple[str, list[str]]]:
+    """(rule, outputs) of every job a dry run plans."""
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=workdir, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \S+:)", out.stdout):
+        rule = re.match(r"(?:local)?rule (\S+):", block)
+        output = re.search(r"^\s+output: (.*)$", block, re.M)
+        if rule and output:
+            jobs.append((rule.group(1), output.group(1).split(", ")))
+    return jobs
+
+
+def test_seeds_per_job_cuts_fits_into_one_job_per_seed_with_the_same_result_files(workdir):
+    """The embedded default fits all seeds of a cell in one job; seeds_per_job 1 (as a --config string, the way
+    a user overrides it) plans one job per seed writing the same files, and leaves every other job alone."""
+    default = _dry_run_jobs(workdir)
+    per_seed = _dry_run_jobs(workdir, "--config", "workflow={seeds_per_job: 1}")
+    cfg = prepare_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    assert cfg["workflow"]["seeds_per_job"] == "all"
+    fits = [outs for rule, outs in default if rule == "fit"]
+    fits_per_seed = [outs for rule, outs in per_seed if rule == "fit"]
+    assert all(len(outs) == len(cfg["seeds"]) for outs in fits) and all(len(o) == 1 for o in fits_per_seed)
+    assert len(fits_per_seed) == len(fits) * len(cfg["seeds"])
+    assert sorted(f for o in fits for f in o) == sorted(f for o in fits_per_seed for f in o)
+    assert all(re.fullmatch(r"results/runs/\w+/\w+/n\d+/seed\d\.json", f) for o in fits for f in o)
+    others = sorted((r, sorted(o)) for r, o in default if r != "fit")
+    assert others == sorted((r, sorted(o)) for r, o in per_seed if r != "fit")
+
+
 def _gpu_hours():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("gpu_hours", ROOT / "benchmarks" / "gpu_hours.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
     spec.loader.exec_module(module)
     return module
 
@@ -152,19 +258,28 @@ def test_gpu_hours_known_answer_and_the_paper_table():
     gh = _gpu_hours()
     cfg = {"model": {"arch": "resnet50"}, "data": {"dataset": "cifar10", "image_size": 112, "shifted_test": None},
            "pretrainings": ["supervised"], "methods": ["sgd_transfer", "bnn_isotropic_prior"], "sizes": [10],
-           "seeds": [0, 1], "prior": {"source": "priorbox"},
+           "seeds": [0, 1], "prior": {"source": "priorbox"}, "workflow": {"seeds_per_job": "all"},
            "train": {"steps": 100, "batch_size": 8, "cycles": 2, "samples_per_cycle": 3, "ensemble_size": 0},
            "tuning": {"grids": {"sgd_transfer": {"lr": [0.1, 0.01]}}, "inherit": {}, "holdout_fraction": 0.3}}
-    fwd = 8.2e9 / 4  # half the resolution: a quarter of the FLOPs
-    stages = gh.experiment_flop(cfg)
+    t = gh.StepTimes(tflops=35.0)
+    fwd = 8.2e9 / 4 / 35e12  # seconds per image forward pass: half the resolution, a quarter of the FLOPs
     train = 3 * fwd * 8 * 100
-    assert stages["tune"]["jobs"] == 1 and stages["tune"]["flop"] == pytest.approx(2 * (train + fwd * 3))
     sgd, bnn = train + fwd * 10_000, train + 6 * fwd * 10_000  # the BMA evaluates each of its 6 samples
-    assert stages["fit"]["jobs"] == 2 and stages["fit"]["flop"] == pytest.approx(2 * sgd + 2 * bnn)
-    assert stages["prior"]["flop"] == 0 and stages["pretrain"]["jobs"] == 1
+
+    def by_stage(jobs):
+        return {s: [j.seconds for j in jobs if j.stage == s] for s in gh.STAGES}
+
+    stages = by_stage(gh.experiment_jobs(cfg, t))
+    assert stages["tune"] == [pytest.approx(2 * (train + fwd * 3))]
+    assert stages["fit"] == [pytest.approx(2 * sgd), pytest.approx(2 * bnn)]  # one job per cell: both seeds
+    assert stages["prior"] == [0.0] and stages["pretrain"] == [0.0]
+    per_seed = by_stage(gh.experiment_jobs(cfg | {"workflow": {"seeds_per_job": 1}}, t))
+    assert per_seed["fit"] == [pytest.approx(sgd)] * 2 + [pytest.approx(bnn)] * 2
     # the paper sweep: every experiment, fits and tuning jobs as the dry run counts them (Fig. 3c aside)
-    rows = gh.sweep_table(_config(), tflops=35.0)
-    assert len(rows) == 8
-    assert sum(r["fit"]["jobs"] for r in rows.values()) == 2 * 5 * 23 + 5 * 23  # sizes: 5 + 5 + 6 + 7
-    assert sum(r["tune"]["jobs"] for r in rows.values()) == 4 * (2 * 4 + 4)
-    assert all(r["fit"]["gpu_hours"] > 0 for r in rows.values())
+    rep = gh.report(_config(), t, gpus=100)
+    assert rep["stages"]["fit"]["jobs"] == (2 * 5 * 23 + 5 * 23) * 5  # sizes: 5 + 5 + 6 + 7; 5 seeds, one a job
+    assert rep["stages"]["tune"]["jobs"] == 4 * (2 * 4 + 4)
+    experiments = {j.experiment for j in gh.sweep_jobs(_config(), t)}
+    assert experiments == set(_experiments())
+    assert all(rep["classes"][f"{p}fit"]["gpu_hours"] > 0 for p in ["", *(f"{e}_" for e in experiments
+                                                                          if e != "cifar10_resnet50")])

@@ -9,17 +9,11 @@ import pytest
 import torch
 
 from bayes_transfer.data import paper
-from bayes_transfer.data.paper import (
-    CIFAR101,
-    NUM_CLASSES,
-    PAPER_METRIC,
-    labels_of,
-    load_cifar101,
-    load_paper_dataset,
-    paper_transforms,
-    split_train_val,
-    subset,
-)
+from bayes_transfer.data.cifar101 import CIFAR101, load_cifar101
+from bayes_transfer.data.imagenet import load_imagenet_train
+from bayes_transfer.data.paper import NUM_CLASSES, PAPER_METRIC, load_paper_dataset
+from bayes_transfer.data.splits import labels_of, split_train_val, subset
+from bayes_transfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD, paper_transforms, simclr_augment
 from bayes_transfer.data.subsample import balanced_subsample
 from paper_files import (
     FLOWER_LABELS,
@@ -111,7 +105,7 @@ def test_paper_transforms():
     img = Image.fromarray(np.full((50, 70, 3), 128, dtype=np.uint8))
     assert train(img).shape == test(img).shape == (3, 224, 224)
     # grey 128/255 normalised with the ImageNet statistics
-    expected = (128 / 255 - torch.tensor(paper.IMAGENET_MEAN)) / torch.tensor(paper.IMAGENET_STD)
+    expected = (128 / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(test(img)[:, 100, 100], expected, atol=1e-5)
     with pytest.raises(ValueError, match="image_size"):
         paper_transforms(0, train=True)
@@ -361,7 +355,7 @@ def _paper_data_cfg(name, root, shifted=None):
     ],
 )
 def test_load_task_of_the_paper_config(tmp_path, no_md5, name, writer, pool, test, classes, metric):
-    from bayes_transfer.stages.experiment import holdout_split, load_task, training_subset
+    from bayes_transfer.stages.task import holdout_split, load_task, training_subset
 
     writer(tmp_path)
     shifted = "cifar10.1" if name == "cifar10" else None
@@ -416,21 +410,21 @@ def test_imagenet_train_and_missing(tmp_path):
     from paper_files import write_imagenet_train
 
     with pytest.raises(FileNotFoundError, match=r"(?s)imagenet/train.*image-net.org.*priorbox"):
-        paper.load_imagenet_train(tmp_path, image_size=SIZE)
+        load_imagenet_train(tmp_path, image_size=SIZE)
     write_imagenet_train(tmp_path, classes=3, per_class=2)
-    ds = paper.load_imagenet_train(tmp_path, image_size=SIZE)
+    ds = load_imagenet_train(tmp_path, image_size=SIZE)
     assert len(ds) == 6 and labels_of(ds).tolist() == [0, 0, 1, 1, 2, 2]
     _check_item(ds)
 
 
 def test_simclr_augment_is_seeded_and_keeps_shape():
     x = torch.randn(4, 3, SIZE, SIZE)
-    a = paper.simclr_augment(x, torch.Generator().manual_seed(0))
-    b = paper.simclr_augment(x, torch.Generator().manual_seed(0))
-    c = paper.simclr_augment(x, torch.Generator().manual_seed(1))
+    a = simclr_augment(x, torch.Generator().manual_seed(0))
+    b = simclr_augment(x, torch.Generator().manual_seed(0))
+    c = simclr_augment(x, torch.Generator().manual_seed(1))
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
     # views are valid images: after un-normalising, pixels lie in [0, 1]
-    mean = torch.tensor(paper.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(paper.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     pixels = a * std + mean
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5

@@ -13,7 +13,9 @@ import json
 import pytest
 import torch
 
-from bayes_transfer.stages import experiment
+from bayes_transfer.io import write_json
+from bayes_transfer.stages import experiment, source
+from bayes_transfer.stages.task import load_task, training_subset
 from bayes_transfer.models.checkpoints import fetch_source_weights
 from bayes_transfer.data.paper import prepare_dataset
 from bayes_transfer.device import RuntimeOptions, runtime_options
@@ -70,19 +72,19 @@ def test_every_paper_stage_runs_two_steps(paper_root, tmp_path, no_md5):
         weights = fetch_source_weights("resnet18", pretraining, {
             "torch_home": str(paper_root / "torch_home"), "torchvision_weights": "IMAGENET1K_V1",
             "simclr": {"resnet18": "{root}/checkpoints/simclr_resnet18.pth"}}, root=paper_root)
-        experiment.write_json(res / "weights" / f"{pretraining}.json", weights)
+        write_json(res / "weights" / f"{pretraining}.json", weights)
         # rule pretrain (paper scale: conversion)
         ckpt = res / "pretrain" / f"{pretraining}.pt"
-        meta = experiment.convert_stage(pretraining, str(res / "weights" / f"{pretraining}.json"), model_cfg,
+        meta = source.convert_stage(pretraining, str(res / "weights" / f"{pretraining}.json"), model_cfg,
                                         str(ckpt))
         assert meta["source_task"] == "imagenet"
-        state = experiment.load_pretrained(str(ckpt))["state_dict"]
+        state = source.load_pretrained(str(ckpt))["state_dict"]
         reference = torch.load(weights["path"], weights_only=True)
         reference = {k.removeprefix("module."): v for k, v in reference.get("state_dict", reference).items()}
         assert torch.equal(state["layer4.1.conv2.weight"], reference["layer4.1.conv2.weight"])
         # rule learn_prior (prior.source swag): 2 cycles of 2 steps on the source task, ImageNet
         swag = {"cycles": 2, "steps_per_cycle": 2, "batch_size": 4, "max_rank": 2, "lr": 0.01}
-        prior = experiment.prior_stage(pretraining, str(ckpt), data_cfg, model_cfg, swag,
+        prior = source.prior_stage(pretraining, str(ckpt), data_cfg, model_cfg, swag,
                                        str(res / "priors" / f"{pretraining}.pt"))
         assert prior.metadata["source_task"] == "imagenet" and prior.metadata["n_snapshots"] == 2
         assert prior.names[0] == "conv1.weight" and not any(n.startswith("fc.") for n in prior.names)
@@ -121,8 +123,8 @@ def test_runtime_options_off_on_cpu_and_bf16_channels_last_path_runs(paper_root,
     assert gpu_like.autocast is torch.bfloat16 and gpu_like.channels_last
 
     torch.set_num_threads(1)
-    task = experiment.load_task({"dataset": "cifar10", "root": str(paper_root), "image_size": SIZE})
-    train = experiment.training_subset(task, 10, seed=0)
+    task = load_task({"dataset": "cifar10", "root": str(paper_root), "image_size": SIZE})
+    train = training_subset(task, 10, seed=0)
     model = downstream_model("resnet18", build_model("resnet18", 1000).state_dict(), 10, seed=0)
     from bayes_transfer.models.resnets import split_named_parameters
 

@@ -16,9 +16,12 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from bayes_transfer.priors.learning import SWAGConfig, learn_prior
-from bayes_transfer.models.resnets import build_model
+from bayes_transfer.models.resnets import build_model, split_named_parameters
+from bayes_transfer.priors.gaussian import GaussianPrior
 from bayes_transfer.objectives.pretrain import PretrainConfig, SourceObjective, pretrain
-from bayes_transfer.inference.loop import BatchStream, Hyper, fit, remove_checkpoints, resumable
+from bayes_transfer.inference.batches import BatchStream
+from bayes_transfer.inference.loop import Hyper, fit
+from bayes_transfer.inference.state import Checkpointing, remove_checkpoints, resumable, state_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,10 +51,23 @@ class NoisyImages(Dataset):
         return x + 0.1 * torch.randn(x.shape), int(y)
 
 
-def _fit(train, inference, prefix=None, kill_at=None, every=4):
+def _stiff_prior(model):
+    """A learned-looking prior over the backbone whose variances span 8 decades (the split optimizers' case)."""
+    backbone, _ = split_named_parameters(model)
+    g = torch.Generator().manual_seed(5)
+    mean = torch.cat([p.detach().reshape(-1) for p in backbone.values()])
+    d = mean.numel()
+    variance = 10.0 ** (-9.0 + 8.0 * torch.rand(d, generator=g))
+    factor = 0.5 * torch.randn(2, d, generator=g) * variance.sqrt()
+    return GaussianPrior(mean + 0.01 * torch.randn(d, generator=g), variance, factor, list(backbone),
+                         [tuple(p.shape) for p in backbone.values()])
+
+
+def _fit(train, inference, prefix=None, kill_at=None, every=4, checkpoint=None, prior=False, nesterov=False):
     torch.manual_seed(1)
     model = build_model("small_resnet", 3)
     hp = Hyper(steps=20, batch_size=8, lr=0.05, cycles=2, samples_per_cycle=2, log_every=1)
+    backbone_prior = _stiff_prior(model) if prior else None
 
     def hook(step, record):
         if kill_at is not None and step == kill_at:
@@ -59,29 +75,56 @@ def _fit(train, inference, prefix=None, kill_at=None, every=4):
 
     with resumable(prefix or "unused", every if prefix else 0):
         return fit(model, train, inference=inference, hp=hp, eval_sets={"test": _data(20, seed=9)}, seed=3,
-                   on_step=hook), model
+                   on_step=hook, checkpoint=checkpoint, backbone_prior=backbone_prior, nesterov=nesterov), model
 
 
-@pytest.mark.parametrize("inference, loader", [("sgd", False), ("sghmc", False), ("sgld", True)])
-def test_killed_fit_resumes_with_identical_numbers(tmp_path, inference, loader):
+@pytest.mark.parametrize("inference, loader, prior, nesterov", [
+    ("sgd", False, False, False), ("sghmc", False, False, False), ("sgld", True, False, False),
+    # the split optimizers of a stiff learned prior (ProximalSGD, PreconditionedSGHMC, ExponentialSGLD)
+    ("sgd", False, True, True), ("sghmc", False, True, True), ("sghmc", False, True, False),
+    ("sgld", False, True, False)])
+def test_killed_fit_resumes_with_identical_numbers(tmp_path, inference, loader, prior, nesterov):
     train = NoisyImages(_data()) if loader else _data()
-    reference, ref_model = _fit(train, inference)
+    kw = dict(prior=prior, nesterov=nesterov)
+    reference, ref_model = _fit(train, inference, **kw)
+    assert reference.success, reference.reason
+    assert (reference.prior_energy is not None) == prior
     prefix = tmp_path / "seed0.json"
     with pytest.raises(Killed):
-        _fit(train, inference, prefix, kill_at=10)  # states saved after steps 4 and 8
+        _fit(train, inference, prefix, kill_at=10, **kw)  # states saved after steps 4 and 8
     state = tmp_path / "seed0.json.fit0.ckpt"
     assert state.is_file() and torch.load(state, weights_only=False)["step"] == 8
-    resumed, model = _fit(train, inference, prefix)
+    resumed, model = _fit(train, inference, prefix, **kw)
     assert resumed.success and resumed.steps_run == 20 and resumed.num_samples == reference.num_samples
     assert torch.equal(resumed.probs["test"], reference.probs["test"])
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in reference.history]
+    assert resumed.prior_energy == reference.prior_energy
     for (name, a), b in zip(model.state_dict().items(), ref_model.state_dict().values()):
         assert torch.equal(a, b), name
     # a finished fit's result is kept: running the job again does not train again
-    again, _ = _fit(train, inference, prefix, kill_at=0)
+    again, _ = _fit(train, inference, prefix, kill_at=0, **kw)
     assert torch.equal(again.probs["test"], reference.probs["test"])
     remove_checkpoints(prefix)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_explicit_state_path_resumes_like_a_resumable_block(tmp_path):
+    """The one design: a fit given a Checkpointing (as segmentation runs are) saves and resumes the same way."""
+    train = _data()
+    reference, _ = _fit(train, "sghmc")
+
+    def explicit(kill_at=None):  # inside a resumable block, which gives an explicit checkpoint no path
+        return _fit(train, "sghmc", tmp_path / "block", kill_at,
+                    checkpoint=Checkpointing(state_path(tmp_path / "run"), 4, {"data": "x"}))[0]
+
+    with pytest.raises(Killed):
+        explicit(kill_at=13)
+    assert torch.load(tmp_path / "run.fit0.ckpt", weights_only=False)["step"] == 12
+    resumed = explicit()
+    assert torch.equal(resumed.probs["test"], reference.probs["test"]) and resumed.history == reference.history
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.fit0.ckpt"]
+    with pytest.raises(ValueError, match="interval"):
+        Checkpointing(tmp_path / "x", 0)
 
 
 def test_a_state_saved_with_other_settings_is_not_resumed(tmp_path):
@@ -133,12 +176,12 @@ def test_batch_stream_loader_with_workers_yields_and_saves_the_same_positions():
 
 
 def _kill_after_saves(monkeypatch, module, saves):
-    import bayes_transfer.inference.loop as train_mod
+    import bayes_transfer.inference.state as state_mod
 
     calls = []
 
     def save_then_maybe_die(obj, path):
-        train_mod.save_state(obj, path)
+        state_mod.save_state(obj, path)
         calls.append(obj["step"])
         if len(calls) == saves:
             raise Killed
@@ -173,7 +216,7 @@ def test_killed_pretraining_resumes(tmp_path, monkeypatch, kind):
 def test_killed_swag_resumes_with_the_same_prior(tmp_path, monkeypatch):
     import bayes_transfer.priors.learning as learn_prior_mod
 
-    cfg = SWAGConfig(cycles=4, steps_per_cycle=3, batch_size=8, max_rank=3, lr=0.05)
+    cfg = SWAGConfig(cycles=4, steps_per_cycle=3, batch_size=8, max_rank=3, lr=0.05, burn_in_cycles=1)
 
     def run(**kw):
         torch.manual_seed(2)
@@ -185,12 +228,13 @@ def test_killed_swag_resumes_with_the_same_prior(tmp_path, monkeypatch):
     calls = _kill_after_saves(monkeypatch, learn_prior_mod, 2)
     with pytest.raises(Killed):
         run(checkpoint_path=ckpt, checkpoint_every=4)
-    assert calls == [4, 8]  # killed after 8 of 12 steps: 2 of 4 snapshots taken
+    assert calls == [4, 8]  # killed after 8 of 12 steps: 1 of 3 snapshots taken (the first cycle is burn-in)
     monkeypatch.undo()
     prior = run(checkpoint_path=ckpt, checkpoint_every=4)
     for attr in ("mean", "variance", "factor"):
         assert torch.equal(getattr(prior, attr), getattr(reference, attr)), attr
-    assert prior.metadata["n_snapshots"] == 4
+    assert prior.metadata["n_snapshots"] == 3
+    assert prior.metadata["diagnostics"] == reference.metadata["diagnostics"]  # the trend moments resumed too
 
 
 # ------------------------------------------------------------------ a real job, SIGKILLed and resubmitted

@@ -1,7 +1,6 @@
 """Segmentation (Tables 1, 15, 16): mean IoU by hand, the prior binds exactly the backbone, the sampler's
-temperature, a few training steps of every method, the tables, and (slow) the workflow's segmentation rules."""
+temperature, a few training steps of every method, the tables, and a killed job resumed with the same numbers."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,20 @@ from bayes_transfer.results import metrics
 from bayes_transfer.data.scenes import SceneConfig, load_digit_scenes
 from bayes_transfer.models.resnets import build_model, split_named_parameters
 from bayes_transfer.priors.gaussian import GaussianPrior, PriorMismatchError
-from bayes_transfer.segmentation import (SEGMENTATION_METHODS, ModelSpec, NesterovSGHMC, SegHyper,
-                                         backbone_parameters, bind_backbone_prior, build_segmentation_model,
-                                         evaluate, fit_segmentation, head_parameters, load_pretrained_backbone,
-                                         pad_batch, pad_collate, poly_factor, relevant_segmentation_hyper,
-                                         segmentation_config_problems)
+from bayes_transfer.config.segmentation import segmentation_config_problems
+from bayes_transfer.data.padding import pad_batch, pad_collate
+from bayes_transfer.inference.methods import relevant_hyper
+from bayes_transfer.inference.pixel_bma import evaluate
+from bayes_transfer.inference.samplers import NesterovSGHMC
+from bayes_transfer.inference.schedules import PolyLR, poly_factor
+from bayes_transfer.inference.segmentation import SEGMENTATION_METHODS, SegmentationHyper, fit_segmentation
+from bayes_transfer.models.deeplab import (ModelSpec, backbone_parameters, bind_backbone_prior,
+                                           build_segmentation_model, head_parameters, load_pretrained_backbone)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ModelSpec("small_resnet", 6, {}, 16, (1, 2, 3), 8, True, 0.1)
-FAST = SegHyper(steps=6, batch_size=4, lr=0.1, samples_per_cycle=2, exploration_fraction=0.5, log_every=2,
-                prior_scale=1e6, eval_batch_size=8)
+FAST = SegmentationHyper(steps=6, batch_size=4, lr=0.1, samples_per_cycle=2, exploration_fraction=0.5, log_every=2,
+                         prior_scale=1e6, eval_batch_size=8)
 
 
 # ------------------------------------------------------------------------------------------- mean IoU
@@ -87,6 +90,14 @@ def test_poly_learning_rate_policy():
     assert poly_factor(0, 100, 0.9) == 1.0
     assert poly_factor(50, 100, 0.9) == pytest.approx(0.5 ** 0.9)
     assert poly_factor(100, 100, 0.9) == 0.0
+    from bayes_transfer.inference.samplers import CyclicalSchedule
+
+    poly = PolyLR(0.9)
+    assert poly(50, 100, None) == poly_factor(50, 100, 0.9)
+    # within cycles of 23 steps; the last cycle (steps 46-69, 24 steps) runs to the last step
+    schedule = CyclicalSchedule(70, 3, 0.5, 1)
+    assert poly(10, 70, schedule) == pytest.approx((13 / 23) ** 0.9) and poly(23, 70, schedule) == 1.0
+    assert poly(58, 70, schedule) == pytest.approx(0.5 ** 0.9)  # 12 of the last cycle's 24 steps
 
 
 # ------------------------------------------------------------------------------------------- priors by name
@@ -143,13 +154,19 @@ def test_smp_resnet_encoder_loads_a_torchvision_backbone_by_name_and_fails_loudl
 
 
 def test_relevant_hyper_reruns_only_dependent_methods():
-    cfg = SegHyper().to_dict()
-    assert "temperature" not in relevant_segmentation_hyper("sgd_transfer", cfg)
-    assert "prior_scale" not in relevant_segmentation_hyper("bnn_isotropic_prior", cfg)
-    assert {"prior_scale", "temperature"} <= set(relevant_segmentation_hyper("bnn_learned_prior", cfg))
-    assert "weight_decay" not in relevant_segmentation_hyper("sgd_learned_prior", cfg)
+    cfg = SegmentationHyper().to_dict()
+    common = {"steps", "batch_size", "lr", "lr_power", "momentum", "nesterov", "head_weight_decay",
+              "eval_batch_size", "num_workers", "log_every", "grad_clip"}
+    sampler = {"sampler", "temperature", "cycles", "exploration_fraction", "samples_per_cycle"}
+    learned = {"prior_scale", "prior_convention", "prior_rank", "prior_truncation", "prior_update"}
+    assert set(cfg) == common | sampler | learned | {"weight_decay"}
+    assert set(relevant_hyper("sgd_transfer", cfg, SegmentationHyper)) == common | {"weight_decay"}
+    # segmentation's non-learned prior is the weight decay (not isotropic_variance as in classification)
+    assert set(relevant_hyper("bnn_isotropic_prior", cfg, SegmentationHyper)) == common | sampler | {"weight_decay"}
+    assert set(relevant_hyper("bnn_learned_prior", cfg, SegmentationHyper)) == common | sampler | learned
+    assert set(relevant_hyper("sgd_learned_prior", cfg, SegmentationHyper)) == common | learned
     with pytest.raises(ValueError, match="sgd_ensemble"):
-        relevant_segmentation_hyper("sgd_ensemble", cfg)
+        relevant_hyper("sgd_ensemble", cfg, SegmentationHyper)
 
 
 # ------------------------------------------------------------------------------------------- sampler
@@ -218,7 +235,7 @@ def test_same_seed_gives_the_same_numbers_and_another_seed_others(scenes):
 
 
 def test_diverged_run_is_recorded_with_a_reason(scenes):
-    hp = SegHyper(**(FAST.to_dict() | {"lr": 1e9}))
+    hp = SegmentationHyper(**(FAST.to_dict() | {"lr": 1e9}))
     res = _fit(scenes, "sgd_transfer", hp=hp)
     assert not res.success and "non-finite" in res.reason and res.metrics == {}
 
@@ -257,7 +274,7 @@ def test_config_problems_name_the_key():
 
 # ------------------------------------------------------------------------------------------- tables
 def test_tables_average_successful_seeds_and_show_failures(tmp_path):
-    from bayes_transfer.stages.experiment import write_json
+    from bayes_transfer.io import write_json
     from bayes_transfer.stages.segmentation import segmentation_tables, tidy_segmentation_runs
 
     paths = []
@@ -288,7 +305,12 @@ def test_tables_average_successful_seeds_and_show_failures(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- resuming
-def test_resubmitted_job_skips_finished_seeds_and_continues_the_unfinished_one(tmp_path, monkeypatch, caplog):
+class Killed(BaseException):
+    """Stands in for SIGKILL inside the process: nothing after it runs, no cleanup in the code under test."""
+
+
+def test_resubmitted_job_skips_finished_seeds_and_resumes_the_unfinished_one_exactly(tmp_path, monkeypatch, caplog):
+    import bayes_transfer.inference.loop as loop
     from bayes_transfer.stages import segmentation as stage
 
     ckpt = tmp_path / "small.pt"
@@ -297,36 +319,38 @@ def test_resubmitted_job_skips_finished_seeds_and_continues_the_unfinished_one(t
               dataset_cfg={"canvas": 16, "max_digits": 2, "n_train": 8, "n_test": 4, "lr": 0.1},
               model_cfg={"atrous_rates": [1, 2, 3], "decoder_channels": 8},
               backbone_model={"arch": "small_resnet", "kwargs": {}},
-              train_cfg={"steps": 6, "batch_size": 4, "samples_per_cycle": 1, "exploration_fraction": 0.5},
-              checkpoint_every=2)
-    outs = [str(tmp_path / f"seed{s}.json") for s in (0, 1)]
-    real_fit, calls = stage.fit_segmentation, []
+              train_cfg={"steps": 6, "batch_size": 4, "samples_per_cycle": 2, "exploration_fraction": 0.5,
+                         "log_every": 1})
 
-    def killed_at_seed_1(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        if kwargs["seed"] == 1:  # the job is killed during the second run, after its state was saved
-            real_fit(*args, **(kwargs | {"hp": SegHyper(**(kwargs["hp"].to_dict() | {"steps": 4}))}))
-            raise KeyboardInterrupt
-        return real_fit(*args, **kwargs)
+    def run(directory, **extra):
+        outs = [str(directory / f"seed{s}.json") for s in (0, 1)]
+        return outs, stage.segmentation_stage("digit_scenes", "resnet50", "supervised", "bnn_isotropic_prior",
+                                              [0, 1], outs=outs, **kw, **extra)
 
-    monkeypatch.setattr(stage, "fit_segmentation", killed_at_seed_1)
-    with pytest.raises(KeyboardInterrupt):
-        stage.segmentation_stage("digit_scenes", "resnet50", "supervised", "bnn_isotropic_prior", [0, 1], outs=outs,
-                                 **kw)
-    assert Path(outs[0] + ".ckpt").is_file() and Path(outs[1] + ".ckpt").is_file()
-    first = json.loads(Path(outs[0]).read_text())
+    _, reference = run(tmp_path / "uninterrupted")
+    real_save, saved = loop.save_state, []
 
-    def resumed(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        return real_fit(*args, **kwargs)
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        saved.append((Path(path).name, obj.get("step"), obj.get("done", False)))
+        if len(saved) == 4:  # seed 0: steps 2 and 4, then its result; seed 1: step 2, then the kill
+            raise Killed
 
-    monkeypatch.setattr(stage, "fit_segmentation", resumed)
+    monkeypatch.setattr(loop, "save_state", save_then_die)
+    with pytest.raises(Killed):
+        run(tmp_path / "killed", checkpoint_every=2)
+    assert saved == [("seed0.json.fit0.ckpt", 2, False), ("seed0.json.fit0.ckpt", 4, False),
+                     ("seed0.json.fit0.ckpt", None, True), ("seed1.json.fit0.ckpt", 2, False)]
+    assert sorted(p.name for p in (tmp_path / "killed").glob("*.ckpt")) == ["seed0.json.fit0.ckpt",
+                                                                             "seed1.json.fit0.ckpt"]
+    monkeypatch.setattr(loop, "save_state", real_save)
+    Path(tmp_path / "killed" / "seed0.json").unlink()  # Snakemake removes an incomplete job's outputs
     caplog.set_level("INFO", logger="bayes_transfer")
-    Path(outs[0]).unlink()  # Snakemake removes the outputs of an incomplete job before running it again
-    records = stage.segmentation_stage("digit_scenes", "resnet50", "supervised", "bnn_isotropic_prior", [0, 1],
-                                       outs=outs, **kw)
-    assert calls == [0, 1, 1]  # seed 0 was not trained again
-    assert "resumed from" in caplog.text and "at iteration 2" in caplog.text  # the state saved after 2 iterations
-    assert json.loads(Path(outs[0]).read_text()) == first and records[1]["success"]
-    assert records[1]["diagnostics"]["steps_run"] == 6
-    assert not list(tmp_path.glob("*.ckpt"))  # state files removed once every output is written
+    _, records = run(tmp_path / "killed", checkpoint_every=2)
+    assert "finished before" in caplog.text and "resumed at step 2/6" in caplog.text
+    for ref, rec in zip(reference, records):  # the same numbers as the uninterrupted job, to the last bit
+        assert rec["success"] and rec["metrics"] == ref["metrics"] and rec["history"] == ref["history"]
+        assert {k: v for k, v in rec["diagnostics"].items() if k != "wall_time_s"} == {
+            k: v for k, v in ref["diagnostics"].items() if k != "wall_time_s"}
+    assert records[1]["diagnostics"]["steps_run"] == 6 and records[1]["diagnostics"]["num_samples"] == 2
+    assert not list((tmp_path / "killed").glob("*.ckpt"))  # state files removed once every output is written

@@ -1,4 +1,6 @@
-"""The smoke config through the Slurm profile on a one-node Slurm cluster started here (Debian's slurm-wlm).
+"""The smoke config through the Slurm profiles on a one-node Slurm cluster started here (Debian's slurm-wlm): the
+Slurm executor's (workflow/profiles/slurm) and the cluster-generic one's (workflow/profiles/cluster-generic: sbatch,
+its status.py, scancel).
 
 The cluster is private to the test: spool directories, logs and ports live in a temporary directory. Its
 slurm.conf is written to /etc/slurm/slurm.conf (the job steps inside a job look for it there) and the file that
@@ -225,3 +227,55 @@ def test_smoke_config_runs_as_slurm_jobs(slurm_cluster, tmp_path, copy_workflow)
     logs = tmp_path / ".snakemake" / "slurm_logs"
     assert any((logs / f"rule_{rule}").exists() for rule in ("fit", "tune")), list(logs.iterdir())
     assert not any(j for j in jobs if "JobState=FAILED" in j)
+
+
+def _cpu_generic_profile(workdir: Path) -> None:
+    """The repository's cluster-generic profile (sbatch / status.py / scancel) with the GPU requests set to 0 and
+    requests that fit one small node; the commands, groups and everything else unchanged."""
+    path = workdir / "workflow/profiles/cluster-generic/config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    small = {"runtime": 10, "mem_mb": 400, "cpus_per_task": 1, "gpu": 0}
+    profile["default-resources"] = dict(small)
+    profile["set-resources"] = {rule: dict(small) for rule in profile["set-resources"]}
+    profile["jobs"] = 4
+    profile["latency-wait"] = 5
+    profile["retries"] = 1
+    path.write_text(yaml.safe_dump(profile))
+
+
+def test_smoke_config_runs_as_sbatch_jobs_through_the_cluster_generic_profile(slurm_cluster, tmp_path,
+                                                                            copy_workflow):
+    env = slurm_cluster["env"] | {"OMP_NUM_THREADS": "1"}
+    copy_workflow(tmp_path, extra=("src",))
+    _cpu_generic_profile(tmp_path)
+    before = set(re.findall(r"JobId=(\d+)", _run(["scontrol", "show", "job", "-o"], env=env).stdout))
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", "configs/smoke.yaml",
+           "--workflow-profile", "workflow/profiles/cluster-generic", "--seconds-between-status-checks", "3"]
+    out = _run(cmd, cwd=tmp_path, env=env, timeout=1500)
+    assert out.returncode == 0, (out.stdout[-4000:] + out.stderr[-4000:])
+    assert (tmp_path / "results" / "tables" / "runs.csv").stat().st_size > 0
+
+    # the jobs Snakemake submitted (it logs the external ids that sbatch --parsable printed) ...
+    submitted = set(re.findall(r"with external jobid '(\d+)'", out.stdout + out.stderr))
+    assert submitted
+    # ... are the jobs Slurm ran for this test, all COMPLETED, named <rule>-<jobid> (a group job: GROUP-<id>)
+    jobs = [j for j in _run(["scontrol", "show", "job", "-o"], env=env, timeout=30).stdout.splitlines()
+            if re.search(r"JobId=(\d+)", j).group(1) not in before]
+    assert {re.search(r"JobId=(\d+)", j).group(1) for j in jobs} == submitted
+    assert all("JobState=COMPLETED" in j for j in jobs), [j[:200] for j in jobs if "COMPLETED" not in j]
+    names = re.findall(r"JobName=(\S+)", " ".join(jobs))
+    for rule in ("learn_prior", "tune", "fit"):
+        assert any(n.startswith(f"{rule}-") for n in names), (rule, names)
+    assert any(n.startswith("GROUP-") for n in names)  # the conversions (pretrain) share a submission
+    assert not any(n.startswith(("aggregate-", "tables-")) for n in names)  # local rules
+    # the requested resources reached sbatch
+    assert all("MinMemoryNode=400M" in j and "TimeLimit=00:10:00" in j for j in jobs if "JobName=fit-" in j)
+    # every job's output went to its rule's log folder
+    logs = tmp_path / ".snakemake" / "cluster_logs"
+    assert {p.stem for p in logs.rglob("*.log")} == submitted
+    fit_log = (logs / "fit" / f"{min(_ids(jobs, 'fit-'))}.log").read_text()
+    assert "(Rule: fit)" in fit_log and "1 of 1 steps (100%) done" in fit_log
+
+
+def _ids(jobs: list[str], name_prefix: str) -> set[str]:
+    return {re.search(r"JobId=(\d+)", j).group(1) for j in jobs if f"JobName={name_prefix}" in j}

@@ -21,12 +21,40 @@ def test_lint_has_no_findings():
     assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
 
 
+def _rule_scripts() -> dict[str, set[str]]:
+    """Script file -> the rules that run it (every rule file of workflow/rules)."""
+    import re
+
+    scripts: dict[str, set[str]] = {}
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        text = path.read_text()
+        for m in re.finditer(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule \w+:|\Z)", text, flags=re.M | re.S):
+            script = re.search(r"script:\s*\n\s*\"\.\./scripts/([\w.]+)\"", m.group(2))
+            if script:
+                scripts.setdefault(script.group(1), set()).add(m.group(1))
+    return scripts
+
+
+def test_scripts_import_the_installed_package_and_each_does_one_rules_job():
+    import re
+
+    scripts_dir = ROOT / "workflow" / "scripts"
+    files = [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk"), *scripts_dir.glob("*.py")]
+    assert not [f.name for f in files if "sys.path" in f.read_text()]
+    scripts = _rule_scripts()
+    assert set(scripts) == {p.name for p in scripts_dir.glob("*.py")}  # none unused
+    # no script picks its job by the rule's name; the two that serve two rules do one job with the rule's params
+    assert not [name for name in scripts if re.search(r"\brule\s*(==|!=|in\b)", (scripts_dir / name).read_text())]
+    assert {name: rules for name, rules in scripts.items() if len(rules) > 1} == {
+        "ablation.py": {"ablation_rank", "ablation_lambda"}, "figure_ablation.py": {"figure_rank", "figure_lambda"}}
+
+
 def test_dry_run_of_default_lists_every_stage(workdir):
     out = snakemake("-n", "--cores", "2", "--quiet", "rules", cwd=workdir)
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
-    for rule in ("pretrain", "learn_prior", "tune", "fit", "aggregate", "figure_vs_size", "tables", "sweep_rank",
-                 "sweep_lambda", "ablation_table", "landscape", "figure_landscape", "figure_rank", "figure_lambda",
+    for rule in ("pretrain", "learn_prior", "tune", "fit", "aggregate", "figure_vs_size", "tables", "ablation_rank",
+                 "ablation_lambda", "ablation_table", "landscape", "figure_landscape", "figure_rank", "figure_lambda",
                  "figure_learned_mean", "figure_reliability", "table_ece"):
         assert rule in text
 
@@ -83,18 +111,23 @@ def test_smoke_run_end_to_end_then_nothing_to_do_then_only_dependents_rerun(work
         assert (res / "tables" / f"{table}_segmentation.md").stat().st_size > 100, table
     claims = pd.read_csv(res / "audit" / "claims.csv")
     assert {f"C{i}" for i in range(1, 10)} <= set(claims["claim"])
-    assert set(claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
-    # the HTML report holds every figure
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "no relevant effect", "inconclusive"}
+    # the HTML report holds every figure (its page: the image with its caption under it)
     report = snakemake("--configfile", "configs/smoke.yaml", "--report", "results/report.html", cwd=workdir)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (res / "report.html").read_text()
     listed = re.search(r"var results = (\{.*?\});\n", html, flags=re.DOTALL).group(1)
     in_report = {str(Path(k)) for k in json.loads(listed)}
     figures = sorted(str(p.relative_to(workdir)) for p in (res / "figures").glob("*.png"))
-    assert figures and not [f for f in figures if f not in in_report]
+    assert figures and not [f for f in figures if str(Path(f).with_suffix(".html")) not in in_report]
     rank = pd.read_csv(res / "tables" / "ablation_rank.csv")
     assert set(rank["prior_rank"]) == {0, 3} and set(rank["truncation"]) == {"svd"}
     assert len(rank[["prior_rank", "seed"]].drop_duplicates()) == 2 * 2
+    lam = pd.read_csv(res / "tables" / "ablation_lambda.csv")  # both conventions, each run's prior energy
+    assert set(lam["prior_convention"]) == {"exact", "priorbox"} and lam["success"].all()
+    assert len(lam[["prior_convention", "prior_scale", "seed"]].drop_duplicates()) == 2 * 2 * 2
+    assert lam["prior_energy_per_datum"].notna().all()
+    assert set(pd.read_csv(res / "figures" / "fig3d_lambda.csv")["prior_convention"]) == {"exact", "priorbox"}
     table = (res / "tables" / "table_supervised.md").read_text()
     assert "sgd_transfer" in table and "±" in table
     runs = sorted((res / "runs").rglob("seed*.json"))
@@ -121,7 +154,7 @@ def test_smoke_run_end_to_end_then_nothing_to_do_then_only_dependents_rerun(work
     rerun = [line for line in text.splitlines() if line.strip().startswith("wildcards:") and "method=" in line]
     assert rerun and all("method=bnn_learned_prior" in line for line in rerun), text
     rules = {line.split()[1].rstrip(":") for line in text.splitlines() if line.startswith(("rule ", "localrule "))}
-    assert {"tune", "fit", "aggregate", "tables", "sweep_rank", "sweep_lambda", "all"} <= rules, rules
+    assert {"tune", "fit", "aggregate", "tables", "ablation_rank", "ablation_lambda", "all"} <= rules, rules
     assert not rules & {"pretrain", "learn_prior", "landscape", "figure_landscape"}, rules
 
 

@@ -25,9 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-#: background colours of the verdict cells (bayes_transfer.audit.cells.STYLE), RGB 0-255
-VERDICT_COLOURS = {"supported": (0xD4, 0xF4, 0xD4), "not supported": (0xF8, 0xD0, 0xD0),
-                   "inconclusive": (0xF4, 0xEC, 0xC8)}
+#: background colours of the verdict cells (bayes_transfer.audit.render.STYLE), RGB 0-255; "not supported" is
+#: the reproducibility report's verdict column
+VERDICT_COLOURS = {"supported": (0xD4, 0xF4, 0xD4), "contradicted": (0xF4, 0xB8, 0xB8),
+                   "no relevant effect": (0xD8, 0xE4, 0xF4), "inconclusive": (0xF4, 0xEC, 0xC8),
+                   "not supported": (0xF8, 0xD0, 0xD0)}
 
 
 def find_chromium(install: bool = False, timeout: int = 900) -> str | None:

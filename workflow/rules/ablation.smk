@@ -1,5 +1,5 @@
 # Ablations and uncertainty evidence: Figs. 3a-d (one pre-training's prior), Figs. 5a/5b/8 and 9 (main runs).
-# Fig. 3b/3d sweep one hyper-parameter at ablations.n_train with every other value as tuned there;
+# Fig. 3b/3d vary one hyper-parameter at ablations.n_train with every other value as tuned there;
 # Fig. 3c reuses the tune/fit rules for the isotropic-around-the-mean methods; Fig. 3a is its own stage.
 # Paths and input functions: ablation_common.smk.
 
@@ -7,13 +7,14 @@
 wildcard_constraints:
     figure="|".join(SIZE_FIGURES),
     ablation="rank|lambda|learned_mean",
+    convention="exact|priorbox",
 
 
-rule sweep_rank:
+rule ablation_rank:
     input:
-        unpack(sweep_inputs),
+        unpack(ablation_inputs),
     output:
-        sweep_paths("rank", "{pretraining}", "{method}"),
+        ablation_paths("rank", "{pretraining}", "{method}"),
     params:
         data=canon(config["data"]),
         model=canon(config["model"]),
@@ -31,32 +32,34 @@ rule sweep_rank:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/sweep.py"
+        "../scripts/ablation.py"
 
 
-rule sweep_lambda:
+# one job per method and prior convention (ablations.lambda.conventions; the settings of each:
+# bayes_transfer.stages.ablation.LAMBDA_CONVENTIONS)
+rule ablation_lambda:
     input:
-        unpack(sweep_inputs),
+        unpack(ablation_inputs),
     output:
-        sweep_paths("lambda", "{pretraining}", "{method}"),
+        ablation_paths("lambda", "{pretraining}", "{method}", "{convention}"),
     params:
         data=canon(config["data"]),
         model=canon(config["model"]),
         train=lambda w: canon(relevant_hyper(w.method, config["train"])),
         key="prior_scale",
-        values=SCALES,
+        values=PRIOR_SCALES,
         fixed={},
         n=ABL_N,
         seeds=SEEDS,
     log:
-        "results/logs/ablations/lambda/{pretraining}/{method}.log",
+        "results/logs/ablations/lambda/{pretraining}/{method}/{convention}.log",
     benchmark:
-        "results/benchmarks/ablations/lambda/{pretraining}/{method}.tsv"
+        "results/benchmarks/ablations/lambda/{pretraining}/{method}/{convention}.tsv"
     threads: config["threads"]
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/sweep.py"
+        "../scripts/ablation.py"
 
 
 rule ablation_table:
@@ -64,6 +67,11 @@ rule ablation_table:
         lambda w: ablation_files(w.ablation),
     output:
         tidy="results/tables/ablation_{ablation}.csv",
+        html=report("results/tables/ablation_{ablation}.html", caption=caption_rst("ablation_table"),
+                    category="Ablations (Fig. 3)", subcategory="Tables: every run",
+                    labels={"table": "{ablation} runs"}),
+    params:
+        caption=caption_param("ablation_table"),
     log:
         "results/logs/ablations/table_{ablation}.log",
     conda:
@@ -99,30 +107,36 @@ rule figure_landscape:
     input:
         "results/tables/landscape.csv",
     output:
-        png=report("results/figures/fig3a_landscape.png", caption="../report/fig3a.rst",
-                   category="Ablations (Fig. 3)", labels={"figure": "3a loss along prior directions"}),
+        png="results/figures/fig3a_landscape.png",
         csv="results/figures/fig3a_landscape.csv",
+        html=report("results/figures/fig3a_landscape.html", caption=caption_rst("fig3a"),
+                    category="Ablations (Fig. 3)", subcategory="Figures",
+                    labels={"figure": "3a loss along prior directions"}),
     params:
+        caption=caption_param("fig3a"),
         pretraining=ABL_P,
     log:
         "results/logs/figures/fig3a.log",
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/figure_ablation.py"
+        "../scripts/figure_landscape.py"
 
 
 rule figure_rank:
     input:
         "results/tables/ablation_rank.csv",
     output:
-        png=report("results/figures/fig3b_rank.png", caption="../report/fig3b.rst",
-                   category="Ablations (Fig. 3)", labels={"figure": "3b rank"}),
+        png="results/figures/fig3b_rank.png",
         csv="results/figures/fig3b_rank.csv",
+        html=report("results/figures/fig3b_rank.html", caption=caption_rst("fig3b"),
+                    category="Ablations (Fig. 3)", subcategory="Figures", labels={"figure": "3b rank"}),
     params:
-        pretraining=ABL_P,
-        n=ABL_N,
-        truncation=ABL["rank"]["truncation"],
+        caption=caption_param("fig3b"),
+        key="prior_rank",
+        logx=False,
+        xlabel="rank k of the low-rank part (0 = diagonal)",
+        title=f"{ABL_P} prior, n={ABL_N}, {ABL['rank']['truncation']} truncation (± 1 SE)",
     log:
         "results/logs/figures/fig3b.log",
     conda:
@@ -135,13 +149,18 @@ rule figure_lambda:
     input:
         "results/tables/ablation_lambda.csv",
     output:
-        png=report("results/figures/fig3d_lambda.png", caption="../report/fig3d.rst",
-                   category="Ablations (Fig. 3)", labels={"figure": "3d rescaling"}),
+        png="results/figures/fig3d_lambda.png",
         csv="results/figures/fig3d_lambda.csv",
+        html=report("results/figures/fig3d_lambda.html", caption=caption_rst("fig3d"),
+                    category="Ablations (Fig. 3)", subcategory="Figures", labels={"figure": "3d rescaling"}),
     params:
-        pretraining=ABL_P,
-        n=ABL_N,
-        convention=config["train"]["prior_convention"],
+        caption=caption_param("fig3d"),
+        key="prior_scale",
+        logx=True,
+        xlabel="prior rescaling λ",
+        title=f"{ABL_P} prior, n={ABL_N}, {' vs '.join(LAMBDA_CONVENTIONS)} convention (± 1 SE)",
+        style_by="prior_convention",
+        style_order=["exact", "priorbox"],
     log:
         "results/logs/figures/fig3d.log",
     conda:
@@ -155,28 +174,33 @@ rule figure_learned_mean:
         mean="results/tables/ablation_learned_mean.csv",
         runs="results/tables/runs.csv",
     output:
-        png=report("results/figures/fig3c_learned_mean.png", caption="../report/fig3c.rst",
-                   category="Ablations (Fig. 3)", labels={"figure": "3c learned covariance vs learned mean"}),
+        png="results/figures/fig3c_learned_mean.png",
         csv="results/figures/fig3c_learned_mean.csv",
+        html=report("results/figures/fig3c_learned_mean.html", caption=caption_rst("fig3c"),
+                    category="Ablations (Fig. 3)", subcategory="Figures",
+                    labels={"figure": "3c learned covariance vs learned mean"}),
     params:
+        caption=caption_param("fig3c"),
         pretraining=ABL_P,
     log:
         "results/logs/figures/fig3c.log",
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/figure_ablation.py"
+        "../scripts/figure_learned_mean.py"
 
 
 rule figure_vs_size:
     input:
         summary="results/tables/summary.csv",
     output:
-        png=report("results/figures/{figure}_{pretraining}.png", caption="../report/size_figure.rst",
-                   category="Data-size curves (Figs. 4, 5a, 5b/8)",
-                   labels={"figure": "{figure}", "pretraining": "{pretraining}"}),
+        png="results/figures/{figure}_{pretraining}.png",
         csv="results/figures/{figure}_{pretraining}.csv",
+        html=report("results/figures/{figure}_{pretraining}.html", caption=caption_rst("size_figure"),
+                    category="Data-size curves (Figs. 4, 5a, 5b/8)",
+                    labels={"figure": "{figure}", "pretraining": "{pretraining}"}),
     params:
+        caption=caption_param("size_figure"),
         methods=METHOD_LIST,
         metric=lambda w: SIZE_FIGURES[w.figure][0],
         eval_set=lambda w: SIZE_FIGURES[w.figure][1],
@@ -193,10 +217,13 @@ rule figure_reliability:
         runs=reliability_runs,
         summary="results/tables/summary.csv",
     output:
-        png=report("results/figures/fig9_reliability_{pretraining}.png", caption="../report/fig9.rst",
-                   category="Calibration (Fig. 9)", labels={"figure": "9 reliability", "pretraining": "{pretraining}"}),
+        png="results/figures/fig9_reliability_{pretraining}.png",
         csv="results/figures/fig9_reliability_{pretraining}.csv",
+        html=report("results/figures/fig9_reliability_{pretraining}.html", caption=caption_rst("fig9"),
+                    category="Calibration (Fig. 9)",
+                    labels={"figure": "9 reliability", "pretraining": "{pretraining}"}),
     params:
+        caption=caption_param("fig9"),
         methods=RELIABILITY_METHODS,
         n=ABL_N,
         seeds=SEEDS,
@@ -212,10 +239,12 @@ rule table_ece:
     input:
         summary="results/tables/summary.csv",
     output:
-        md=report("results/tables/ece_{pretraining}.md", caption="../report/ece.rst",
-                  category="Calibration (Fig. 9)", labels={"table": "ECE", "pretraining": "{pretraining}"}),
+        md="results/tables/ece_{pretraining}.md",
         csv="results/tables/ece_{pretraining}.csv",
+        html=report("results/tables/ece_{pretraining}.html", caption=caption_rst("ece"),
+                    category="Calibration (Fig. 9)", labels={"table": "ECE", "pretraining": "{pretraining}"}),
     params:
+        caption=caption_param("ece"),
         methods=METHOD_LIST,
     log:
         "results/logs/tables/ece_{pretraining}.log",

@@ -1,6 +1,6 @@
 # Paths, targets and input functions of the ablation rules (ablation.smk).
 #
-# Fig. 3b/3d sweep one hyper-parameter at ablations.n_train with every other value as tuned there;
+# Fig. 3b/3d vary one hyper-parameter at ablations.n_train with every other value as tuned there;
 # Fig. 3c reuses the tune/fit rules for the isotropic-around-the-mean methods; Fig. 3a is its own stage.
 
 ABL = config["ablations"]
@@ -9,7 +9,8 @@ ABL_N = ABL["n_train"]
 RANK_METHODS = ABL["rank"]["methods"]
 RANKS = ABL["rank"]["ranks"]
 LAMBDA_METHODS = ABL["lambda"]["methods"]
-SCALES = ABL["lambda"]["scales"]
+PRIOR_SCALES = ABL["lambda"]["prior_scales"]
+LAMBDA_CONVENTIONS = ABL["lambda"]["conventions"]
 MEAN_METHODS = ABL["learned_mean"]["methods"]
 LANDSCAPE = ABL["landscape"]
 RELIABILITY_METHODS = ABL["reliability"]["methods"] or METHOD_LIST
@@ -22,12 +23,17 @@ def scale_label(scale):
     return f"{scale:g}"
 
 
-def sweep_paths(kind, pretraining, method):
-    values = [f"k{k}" for k in RANKS] if kind == "rank" else [f"lam{scale_label(s)}" for s in SCALES]
+def ablation_paths(kind, pretraining, method, convention=None):
+    """The result files of one method's rank ablation, or of its lambda ablation under one prior convention
+    (results/ablations/lambda/<pretraining>/<method>/<convention>/lam<value>/seed<s>.json)."""
+    if kind == "rank":
+        values = [f"k{k}" for k in RANKS]
+    else:
+        values = [f"{convention}/lam{scale_label(s)}" for s in PRIOR_SCALES]
     return [f"results/ablations/{kind}/{pretraining}/{method}/{v}/seed{s}.json" for v in values for s in SEEDS]
 
 
-def sweep_inputs(wildcards):
+def ablation_inputs(wildcards):
     inputs = {"checkpoint": checkpoint_path(wildcards.pretraining), "prior": prior_path(wildcards.pretraining)}
     tuning = tuning_path(wildcards.pretraining, wildcards.method, ABL_N)
     if tuning:
@@ -37,9 +43,9 @@ def sweep_inputs(wildcards):
 
 def ablation_files(ablation):
     if ablation == "rank":
-        return [f for m in RANK_METHODS for f in sweep_paths("rank", ABL_P, m)]
+        return [f for m in RANK_METHODS for f in ablation_paths("rank", ABL_P, m)]
     if ablation == "lambda":
-        return [f for m in LAMBDA_METHODS for f in sweep_paths("lambda", ABL_P, m)]
+        return [f for m in LAMBDA_METHODS for c in LAMBDA_CONVENTIONS for f in ablation_paths("lambda", ABL_P, m, c)]
     return [f for m in MEAN_METHODS for n in SIZES for f in run_paths(ABL_P, m, n)]
 
 

@@ -1,5 +1,6 @@
 # Reproducibility audit: our tidy tables beside the paper's published numbers (cell by cell) and the paper's
-# claims C1-C11 as paired tests over seeds, each with a verdict computed from the runs (bayes_transfer.audit.cells).
+# claims C1-C11 as paired tests over seeds, each with a verdict computed from the runs (bayes_transfer.audit.run:
+# supported / contradicted / no relevant effect / inconclusive, rules in bayes_transfer.audit.stats).
 
 #: tidy tables the audit reads when the config produces them (runs.csv always)
 AUDIT_OPTIONAL_TABLES = {
@@ -10,7 +11,7 @@ AUDIT_OPTIONAL_TABLES = {
     "segmentation": "results/tables/segmentation_runs.csv",
 }
 
-#: output name (bayes_transfer.audit.cells.OUTPUTS) -> path
+#: output name (bayes_transfer.audit.run.OUTPUTS) -> path
 AUDIT_FILES = {
     "claims_csv": "results/audit/claims.csv",
     "claims_md": "results/audit/claims.md",

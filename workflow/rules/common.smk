@@ -1,20 +1,19 @@
-# Config validation, wildcard constraints and input functions shared by every rule.
-import sys
+# Config preparation, wildcard constraints and input functions shared by every rule.
+#
+# The config (config.yaml, then --configfile files, then --config values) is typed, validated against
+# workflow/schemas/config.schema.yaml with its defaults, completed with the settings that follow other lists,
+# and checked (bayes_transfer.config.schema.prepare_config); every problem is reported on its own line.
 from pathlib import Path
 
-from snakemake.utils import validate
-
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, importable without installing
-
-from bayes_transfer.config.check import ConfigError, check_config
+from bayes_transfer.config.check import ConfigError
+from bayes_transfer.config.schema import prepare_config
 from bayes_transfer.inference.methods import METHODS, relevant_hyper
 
 
-validate(config, "../schemas/config.schema.yaml", set_default=True)
 try:
-    check_config(config)
+    prepare_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 except ConfigError as err:
-    raise WorkflowError(f"invalid config: {err}")
+    raise WorkflowError(f"invalid config ({len(err.problems)} problem(s)):\n" + "\n".join(err.problems))
 
 PRETRAININGS = config["pretrainings"]
 METHOD_LIST = config["methods"]
@@ -90,11 +89,13 @@ def all_run_files():
 def all_targets():
     return [
         f"results/tables/runs.csv",
+        "results/tables/prior_diagnostics.csv",
         *[f"results/tables/table_{p}.md" for p in PRETRAININGS],
         *[f"results/tables/table_{p}.tex" for p in PRETRAININGS],
         *([f"results/tables/table14_shifted_{p}.md" for p in PRETRAININGS]),
         *ablation_targets(),
         *segmentation_targets(),
         *audit_targets(),
+        *tuning_flag_targets(),
         *sweep_targets(),
     ]

@@ -22,7 +22,7 @@ if PAPER_SCALE:
         conda:
             "../envs/pipeline.yaml"
         script:
-            "../scripts/pretrain.py"
+            "../scripts/convert_checkpoint.py"
 
 else:
 

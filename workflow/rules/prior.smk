@@ -2,6 +2,8 @@
 #
 # prior.source swag (always for the digits): learned here; at paper scale on ImageNet's training set.
 # prior.source priorbox (paper scale): the authors' released prior files imported (rule import_prior).
+# rule prior_diagnostics: every prior's stationarity diagnostic (from its metadata) as a table for the report;
+# a drift-dominated learned prior is also a WARNING in its job log.
 
 if PAPER_SCALE and config["prior"]["source"] == "priorbox":
 
@@ -44,3 +46,23 @@ else:
             "../envs/pipeline.yaml"
         script:
             "../scripts/learn_prior.py"
+
+
+rule prior_diagnostics:
+    input:
+        [prior_path(p) for p in PRETRAININGS],
+    output:
+        csv="results/tables/prior_diagnostics.csv",
+        html=report("results/tables/prior_diagnostics.html", caption="../report/prior_diagnostics.rst",
+                    category="Learned priors", labels={"table": "stationarity diagnostics"}),
+    params:
+        # the caption's text (as aggregate.smk's caption_param, defined after this file is read)
+        caption=lambda wildcards, text=(
+            Path(workflow.basedir) / "workflow" / "report" / "prior_diagnostics.rst"
+        ).read_text(): text,
+    log:
+        "results/logs/prior/diagnostics.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/prior_diagnostics.py"

@@ -69,7 +69,7 @@ rule segment:
         digits=lambda w: seg_digits_cfg(w.dataset),
         model=canon(SEG["model"]),
         backbone_model=lambda w: canon(seg_model(w.backbone)),
-        train=lambda w: canon(relevant_segmentation_hyper(w.method, SEG["train"])),
+        train=lambda w: canon(relevant_hyper(w.method, SEG["train"], SegmentationHyper)),
         seeds=SEG["seeds"],
     log:
         "results/logs/segmentation/{dataset}/{backbone}/{pretraining}/{method}.log",
@@ -87,28 +87,39 @@ rule segmentation_tables:
         [f for cell in seg_cells() for f in seg_run_paths(*cell)],
     output:
         tidy="results/tables/segmentation_runs.csv",
-        table1_md=report(
-            "results/tables/table1_segmentation.md",
-            caption="../report/table1_segmentation.rst",
+        tidy_html=report(
+            "results/tables/segmentation_runs.html",
+            caption=caption_rst("segmentation_runs"),
+            category="Segmentation (Tables 1, 15, 16)",
+            labels={"table": "every run"},
+        ),
+        table1_md="results/tables/table1_segmentation.md",
+        table1_tex="results/tables/table1_segmentation.tex",
+        table1_html=report(
+            "results/tables/table1_segmentation.html",
+            caption=caption_rst("table1_segmentation"),
             category="Segmentation (Tables 1, 15, 16)",
             labels={"table": "Table 1 (SGLD)"},
         ),
-        table1_tex="results/tables/table1_segmentation.tex",
-        table15_md=report(
-            "results/tables/table15_segmentation.md",
-            caption="../report/table15_segmentation.rst",
+        table15_md="results/tables/table15_segmentation.md",
+        table15_tex="results/tables/table15_segmentation.tex",
+        table15_html=report(
+            "results/tables/table15_segmentation.html",
+            caption=caption_rst("table15_segmentation"),
             category="Segmentation (Tables 1, 15, 16)",
             labels={"table": "Table 15 (MAP, ResNet-50)"},
         ),
-        table15_tex="results/tables/table15_segmentation.tex",
-        table16_md=report(
-            "results/tables/table16_segmentation.md",
-            caption="../report/table16_segmentation.rst",
+        table16_md="results/tables/table16_segmentation.md",
+        table16_tex="results/tables/table16_segmentation.tex",
+        table16_html=report(
+            "results/tables/table16_segmentation.html",
+            caption=caption_rst("table16_segmentation"),
             category="Segmentation (Tables 1, 15, 16)",
             labels={"table": "Table 16 (MAP, ResNet-101)"},
         ),
-        table16_tex="results/tables/table16_segmentation.tex",
     params:
+        captions=captions_param(table1="table1_segmentation", table15="table15_segmentation",
+                                table16="table16_segmentation", runs="segmentation_runs"),
         datasets=SEG["datasets"],
         backbones=SEG["backbones"],
     log:

@@ -1,6 +1,6 @@
 # Input functions and config slices of the segmentation rules (workflow/rules/segmentation.smk).
 
-from bayes_transfer.segmentation import relevant_segmentation_hyper
+from bayes_transfer.inference.segmentation import SegmentationHyper
 
 SEG = config["segmentation"]
 SEG_LEARNED = ("bnn_learned_prior", "sgd_learned_prior")

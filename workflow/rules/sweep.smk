@@ -1,8 +1,9 @@
 # Paper scale: the further experiments of `sweep.experiments`, each an instance of this same workflow.
 #
 # An experiment's config is the top-level config with the experiment's keys replaced (dicts merged key by key),
-# with the Fig. 3 ablations switched off (bayes_transfer.config.experiments); it is validated by the same schema when its
-# instance is parsed.
+# with the Fig. 3 ablations switched off (bayes_transfer.config.experiments); it is prepared like the top level
+# (bayes_transfer.config.schema) when its instance is parsed, and keeps the settings the top level derived from
+# its lists (ablations.n_train, ...).
 # Its rules are this workflow's rules renamed "<experiment>_<rule>", writing under results/<experiment>/.
 # Sizes, batch sizes and grids can differ per experiment, which a {dataset} wildcard in one set of rules
 # could not express (tune writes one file per size). Without `sweep` nothing here defines a rule.

@@ -1,10 +1,13 @@
-"""Glue: the per-run results of one ablation -> its tidy table (same columns as runs.csv)."""
-import sys
-from pathlib import Path
+"""Glue: the per-run results of one ablation -> its tidy table (same columns as runs.csv), and an HTML page of
+it (provenance columns folded, the report caption under it) for the report."""
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
+from bayes_transfer.results import html
 from bayes_transfer.results.aggregate import tidy_runs
 from bayes_transfer.logs import job_log
 
 with job_log(snakemake.log[0], f"ablation table {snakemake.wildcards.ablation}"):
-    tidy_runs(snakemake.input).to_csv(snakemake.output.tidy, index=False)
+    tidy = tidy_runs(snakemake.input)
+    tidy.to_csv(snakemake.output.tidy, index=False)
+    html.write(snakemake.output.html, html.table_page(
+        tidy, index=False, title=f"Ablation '{snakemake.wildcards.ablation}': every run (tidy table)",
+        caption=html.render_caption(snakemake.params.caption, snakemake), source=snakemake.output.tidy))

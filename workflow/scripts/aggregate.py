@@ -1,8 +1,5 @@
 """Glue: merge every run result into the tidy table and its summary (mean +/- SE over seeds)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.results.aggregate import summarise, tidy_runs
 from bayes_transfer.logs import job_log
 

@@ -1,10 +1,9 @@
 """Glue: the tidy tables this config produced -> the reproducibility audit (per-cell table and claims)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.audit.cells import read_tables, run_audit, write_audit
-from bayes_transfer.audit.claims import TABLE_FILES, AuditSettings
+from bayes_transfer.audit.extract import TABLE_FILES
+from bayes_transfer.audit.paper_effects import power_hook
+from bayes_transfer.audit.run import read_tables, run_audit, write_audit
+from bayes_transfer.audit.settings import AuditSettings
 from bayes_transfer.logs import job_log
 
 with job_log(snakemake.log[0], "audit") as log:
@@ -12,7 +11,7 @@ with job_log(snakemake.log[0], "audit") as log:
     inputs = dict(snakemake.input.items())
     tables = read_tables({name: inputs.get(name) for name in TABLE_FILES})
     log.info("tables: %s", {k: (None if v is None else len(v)) for k, v in tables.items()})
-    result = run_audit(tables, settings)
+    result = run_audit(tables, settings, power=power_hook())
     write_audit(result, dict(snakemake.output.items()), settings)
     for row in result["claims"].itertuples():
         log.info("%s: %s", row.claim, row.verdict)

@@ -1,8 +1,5 @@
 """Glue: fetch one ImageNet source checkpoint (torchvision weights into TORCH_HOME, or a SimCLR file)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.models.checkpoints import fetch_source_weights
 from bayes_transfer.stages.experiment import write_json
 from bayes_transfer.logs import job_log

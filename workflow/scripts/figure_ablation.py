@@ -1,37 +1,19 @@
-"""Glue: the Fig. 3 panels (3a landscape, 3b rank, 3c learned mean, 3d lambda) and the CSV behind each."""
-import sys
-from pathlib import Path
+"""Glue: a Fig. 3 panel of the paper's accuracy against the value one ablation varied (rules figure_rank: 3b,
+figure_lambda: 3d), the CSV behind it and the figure's page for the report (figure, caption, plotted numbers)."""
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 import pandas as pd
 
 from bayes_transfer.results import plots
-from bayes_transfer.results.aggregate import summarise, sweep_summary
-from bayes_transfer.stages.landscape import landscape_summary
+from bayes_transfer.results.aggregate import ablation_summary
 from bayes_transfer.logs import job_log
+from bayes_transfer.results import html
 
-rule, p, out = snakemake.rule, snakemake.params, snakemake.output
-with job_log(snakemake.log[0], f"figure {rule}"):
-    if rule == "figure_landscape":
-        table = pd.read_csv(snakemake.input[0])
-        landscape_summary(table).to_csv(out.csv, index=False)
-        plots.landscape_plot(table, out.png, title=f"{p.pretraining} prior: test loss along directions (± 1 SE)")
-    elif rule == "figure_rank":
-        s = sweep_summary(pd.read_csv(snakemake.input[0]), "prior_rank")
-        s.to_csv(out.csv, index=False)
-        plots.metric_vs_value(s, "prior_rank", out.png, xlabel="rank k of the low-rank part (0 = diagonal)",
-                              title=f"{p.pretraining} prior, n={p.n}, {p.truncation} truncation (± 1 SE)")
-    elif rule == "figure_lambda":
-        s = sweep_summary(pd.read_csv(snakemake.input[0]), "prior_scale")
-        s.to_csv(out.csv, index=False)
-        plots.metric_vs_value(s, "prior_scale", out.png, logx=True, xlabel="prior rescaling λ",
-                              title=f"{p.pretraining} prior, n={p.n}, {p.convention} convention (± 1 SE)")
-    elif rule == "figure_learned_mean":
-        runs = pd.read_csv(snakemake.input.runs)
-        learned = runs[(runs["pretraining"] == p.pretraining)
-                       & runs["method"].isin(["sgd_learned_prior", "bnn_learned_prior"])]
-        s = summarise(pd.concat([pd.read_csv(snakemake.input.mean), learned], ignore_index=True))
-        s.to_csv(out.csv, index=False)
-        plots.error_vs_size(s, out.png, title=f"{p.pretraining} prior: learned covariance vs learned mean (± 1 SE)")
-    else:
-        raise ValueError(f"figure_ablation.py does not draw rule {rule!r}")
+p, out = snakemake.params, snakemake.output
+with job_log(snakemake.log[0], f"figure {snakemake.rule}"):
+    style_by = getattr(p, "style_by", None)  # Fig. 3d: one line style per prior convention
+    s = ablation_summary(pd.read_csv(snakemake.input[0]), p.key, by=[style_by] if style_by else None)
+    s.to_csv(out.csv, index=False)
+    plots.metric_vs_value(s, p.key, out.png, logx=p.logx, xlabel=p.xlabel, title=p.title, style_by=style_by,
+                          style_order=list(getattr(p, "style_order", None) or []) or None)
+    html.write(out.html, html.figure_page(out.png, title=p.title, data=s, source=out.csv,
+                                          caption=html.render_caption(p.caption, snakemake)))

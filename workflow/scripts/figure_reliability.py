@@ -1,12 +1,11 @@
-"""Glue: Fig. 9, reliability diagrams per method at one training size, bins pooled over seeds."""
-import sys
-from pathlib import Path
+"""Glue: Fig. 9, reliability diagrams per method at one training size, bins pooled over seeds; the CSV behind it
+and the figure's page for the report (figure, caption, plotted numbers)."""
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 import pandas as pd
 
 from bayes_transfer.stages.ablation import pooled_reliability
 from bayes_transfer.logs import job_log
+from bayes_transfer.results import html
 from bayes_transfer.results.plots import reliability_diagrams
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
@@ -19,4 +18,7 @@ with job_log(snakemake.log[0], f"figure fig9 {w.pretraining}"):
         tables.append(bins.assign(method=method, pretraining=w.pretraining, n_train=p.n))
     bins = pd.concat(tables, ignore_index=True)
     bins.to_csv(out.csv, index=False)
-    reliability_diagrams(bins, out.png, title=f"{w.pretraining} prior, n={p.n}: reliability (pooled over seeds)")
+    title = f"{w.pretraining} prior, n={p.n}: reliability (pooled over seeds)"
+    reliability_diagrams(bins, out.png, title=title)
+    html.write(out.html, html.figure_page(out.png, title=title, data=bins, source=out.csv,
+                                          caption=html.render_caption(p.caption, snakemake)))

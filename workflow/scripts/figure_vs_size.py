@@ -1,11 +1,10 @@
-"""Glue: a metric against training size for one pre-training (Fig. 4 test error, 5a shifted error, 5b/8 NLL)."""
-import sys
-from pathlib import Path
+"""Glue: a metric against training size for one pre-training (Fig. 4 test error, 5a shifted error, 5b/8 NLL), the
+CSV behind it and the figure's page for the report (figure, caption, plotted numbers)."""
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 import pandas as pd
 
 from bayes_transfer.logs import job_log
+from bayes_transfer.results import html
 from bayes_transfer.results.plots import error_vs_size
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
@@ -19,6 +18,8 @@ with job_log(snakemake.log[0], f"figure {w.figure} {w.pretraining}"):
         raise ValueError(f"{snakemake.input.summary}: no {p.metric} on {p.eval_set} for {w.pretraining}")
     s.to_csv(out.csv, index=False)
     ylabel = LABELS.get((p.metric, p.eval_set), f"{p.metric} ({p.eval_set})")
+    title = f"{w.pretraining} prior: {ylabel.split(' (')[0]} vs training size (± 1 SE)"
     error_vs_size(s, out.png, metric=p.metric, eval_set=p.eval_set, ylabel=ylabel,
-                  scale=100.0 if p.metric == "error" else 1.0,
-                  title=f"{w.pretraining} prior: {ylabel.split(' (')[0]} vs training size (± 1 SE)")
+                  scale=100.0 if p.metric == "error" else 1.0, title=title)
+    html.write(out.html, html.figure_page(out.png, title=title, data=s, source=out.csv,
+                                          caption=html.render_caption(p.caption, snakemake)))

@@ -1,9 +1,7 @@
-"""Glue: Fig. 3a data, test loss along the prior's top directions and random directions."""
-import sys
-from pathlib import Path
+"""Glue: Fig. 3a data, downstream test loss and source loss along the prior's top directions and random ones
+(BatchNorm recomputed at every point; see bayes_transfer.stages.landscape)."""
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.stages.ablation import landscape_stage
+from bayes_transfer.stages.landscape import landscape_stage
 from bayes_transfer.stages.experiment import set_threads
 from bayes_transfer.logs import job_log
 

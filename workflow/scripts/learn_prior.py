@@ -1,8 +1,5 @@
 """Glue: learn the SWAG prior of one pre-trained checkpoint (see bayes_transfer.stages.experiment)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.stages.experiment import prior_stage, set_threads
 from bayes_transfer.logs import job_log
 

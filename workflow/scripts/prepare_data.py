@@ -1,8 +1,5 @@
 """Glue: check (or let torchvision download) one paper-scale dataset; write its manifest."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.data.paper import prepare_dataset
 from bayes_transfer.stages.experiment import write_json
 from bayes_transfer.logs import job_log

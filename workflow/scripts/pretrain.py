@@ -1,13 +1,7 @@
-"""Glue: the source checkpoint of one pre-training (see bayes_transfer.stages.experiment).
+"""Glue: train the source checkpoint of one pre-training from scratch (rule pretrain of the embedded default; see
+bayes_transfer.stages.experiment). Paper scale converts a fetched checkpoint instead (convert_checkpoint.py)."""
 
-Embedded default: pre-trained here from scratch. Paper scale (the rule has a ``weights`` input): the fetched
-ImageNet checkpoint converted into the same format.
-"""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
-from bayes_transfer.stages.experiment import convert_stage, pretrain_stage, set_threads
+from bayes_transfer.stages.experiment import pretrain_stage, set_threads
 from bayes_transfer.logs import job_log
 
 pretraining = snakemake.wildcards.pretraining
@@ -15,8 +9,5 @@ pretraining = snakemake.wildcards.pretraining
 checkpoint_every = snakemake.config.get("resume", {}).get("checkpoint_every", 0)
 with job_log(snakemake.log[0], f"pretrain {pretraining}"):
     set_threads(snakemake.threads)
-    if "weights" in snakemake.input.keys():
-        convert_stage(pretraining, snakemake.input.weights, snakemake.params.model, snakemake.output[0])
-    else:
-        pretrain_stage(pretraining, snakemake.params.data, snakemake.params.model, snakemake.params.pretrain,
-                       snakemake.output[0], checkpoint_every=checkpoint_every)
+    pretrain_stage(pretraining, snakemake.params.data, snakemake.params.model, snakemake.params.pretrain,
+                   snakemake.output[0], checkpoint_every=checkpoint_every)

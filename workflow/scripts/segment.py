@@ -1,8 +1,5 @@
 """Glue: one cell of the segmentation tables (dataset x backbone x pretraining x method), every seed."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.stages.experiment import set_threads
 from bayes_transfer.logs import job_log
 from bayes_transfer.stages.segmentation import segmentation_stage

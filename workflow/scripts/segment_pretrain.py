@@ -1,8 +1,5 @@
 """Glue: pre-train a stand-in segmentation backbone on the source digits (embedded default only)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.stages.experiment import pretrain_stage, set_threads
 from bayes_transfer.logs import job_log
 

@@ -1,8 +1,5 @@
 """Glue: tune one method on held-out validation data at every training size."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # the library, also in a rule conda env
 from bayes_transfer.stages.experiment import set_threads, tune_stage
 from bayes_transfer.logs import job_log
 

@@ -1,1 +1,2 @@
-"""Config: semantic checks, the paper config's experiments."""
+"""Config: preparation against the schema (typing, defaults, settings that follow the lists), checks beyond
+the schema, the paper config's experiments."""

@@ -1,11 +1,13 @@
 """Checks of a pipeline config beyond its JSON schema (run when the Snakefile is parsed, before any job).
 
-Every error names the key (as a dotted path) and what was expected.
+The config is one the schema has validated and completed (:func:`bayes_transfer.config.schema.prepare_config`):
+every key is present. Each problem is one line naming the key (as a dotted path), what was expected and the
+value given.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from bayes_transfer.inference.methods import METHODS
 from bayes_transfer.inference.loop import Hyper
@@ -17,89 +19,106 @@ NONNEGATIVE_KEYS = {"temperature", "weight_decay", "head_weight_decay"}
 
 
 class ConfigError(ValueError):
-    """A config value that the schema allows but the protocol cannot run."""
+    """Config values that the protocol cannot run; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def pool_size(data_cfg: Mapping) -> int:
-    name = data_cfg.get("dataset", "digits")
+    """Training-pool size of the configured dataset (the digits' pool plus their validation split)."""
+    name = data_cfg["dataset"]
     if name == "digits":
         from bayes_transfer.data.digits import load_digits_tasks
 
-        d = load_digits_tasks(split_seed=data_cfg.get("split_seed", 0), n_test=data_cfg.get("n_test", 300),
-                              n_val=data_cfg.get("n_val", 150), shift_strength=data_cfg.get("shift_strength", 1.0))
+        d = load_digits_tasks(split_seed=data_cfg["split_seed"], n_test=data_cfg["n_test"], n_val=data_cfg["n_val"],
+                              shift_strength=data_cfg["shift_strength"])
         return len(d.pool) + len(d.val)
     return PAPER_POOL_SIZES[name]
 
 
-def _check_value(path: str, key: str, value) -> None:
+def _value_problem(path: str, key: str, value) -> list[str]:
     if key in POSITIVE_KEYS and not (isinstance(value, (int, float)) and value > 0):
-        raise ConfigError(f"{path}: expected a number > 0, got {value!r}")
+        return [f"{path}: expected a number > 0, got {value!r}"]
     if key in NONNEGATIVE_KEYS and not (isinstance(value, (int, float)) and value >= 0):
-        raise ConfigError(f"{path}: expected a number >= 0, got {value!r}")
+        return [f"{path}: expected a number >= 0, got {value!r}"]
+    return []
+
+
+def config_problems(config: Mapping) -> list[str]:
+    """Every problem found, one line each (empty: the config can run)."""
+    problems: list[str] = []
+    known_hyper = set(Hyper.__dataclass_fields__)
+    train = config["train"]
+    for key, value in train.items():
+        problems += _value_problem(f"train.{key}", key, value)
+    tuning = config["tuning"]
+    for method, grid in tuning["grids"].items():
+        if method not in METHODS:
+            problems.append(f"tuning.grids.{method}: unknown method; expected one of {', '.join(METHODS)}")
+            continue
+        for key, values in grid.items():
+            if key not in known_hyper:
+                problems.append(f"tuning.grids.{method}.{key}: unknown hyper-parameter; expected one of "
+                                f"{', '.join(sorted(known_hyper))}")
+                continue
+            for i, v in enumerate(values):
+                problems += _value_problem(f"tuning.grids.{method}.{key}[{i}]", key, v)
+    for method, source in tuning["inherit"].items():
+        for path, name in ((f"tuning.inherit.{method}", method), (f"tuning.inherit.{method} (value)", source)):
+            if name not in METHODS:
+                problems.append(f"{path}: unknown method; expected one of {', '.join(METHODS)}, got {name!r}")
+    data = config["data"]
+    if data.get("shifted_test") is not None and data["dataset"] != "cifar10":
+        problems.append(f"data.shifted_test: {data['shifted_test']} is the shifted test set of cifar10 (its 10 "
+                        f"classes); expected null for dataset {data['dataset']!r}, got {data['shifted_test']!r}")
+    pool = pool_size(data)
+    for i, n in enumerate(config["sizes"]):
+        if n > pool:
+            problems.append(f"sizes[{i}]: training size {n} is larger than the training pool of "
+                            f"{data['dataset']} ({pool} examples)")
+    max_rank = config["swag"]["max_rank"]
+    if train["prior_rank"] is not None and train["prior_rank"] > max_rank:
+        problems.append(f"train.prior_rank: expected at most swag.max_rank ({max_rank}), got {train['prior_rank']}")
+    problems += _ablation_problems(config, pool)
+    from bayes_transfer.config.segmentation import segmentation_config_problems
+
+    return problems + segmentation_config_problems(config)
+
+
+def _ablation_problems(config: Mapping, pool: int) -> list[str]:
+    abl = config["ablations"]
+    rank, lam, mean, land = abl["rank"], abl["lambda"], abl["learned_mean"], abl["landscape"]
+    if not (rank["methods"] or lam["methods"] or mean["methods"] or land["enabled"]):
+        return []
+    problems = []
+    if abl["pretraining"] not in config["pretrainings"]:
+        problems.append(f"ablations.pretraining: expected one of pretrainings {config['pretrainings']} (or unset: "
+                        f"it follows them), got {abl['pretraining']!r}")
+    n = abl["n_train"]
+    if (rank["methods"] or lam["methods"]) and n not in config["sizes"]:
+        problems.append(f"ablations.n_train: {n} must be one of sizes {config['sizes']} (the ablations reuse the "
+                        "values tuned at that size; unset, it follows them)")
+    max_rank = config["swag"]["max_rank"]
+    for i, k in enumerate(rank["ranks"]):
+        if k > max_rank:
+            problems.append(f"ablations.rank.ranks[{i}]: rank {k} is above swag.max_rank ({max_rank})")
+    if land["enabled"] and land["prior_directions"] > max_rank:
+        problems.append(f"ablations.landscape.prior_directions: expected at most swag.max_rank ({max_rank}), got "
+                        f"{land['prior_directions']}")
+    if land["enabled"] and land["n_train"] > pool:
+        problems.append(f"ablations.landscape.n_train: expected at most the training pool ({pool} examples), got "
+                        f"{land['n_train']}")
+    for i, m in enumerate(abl["reliability"]["methods"] or []):
+        if m not in config["methods"]:
+            problems.append(f"ablations.reliability.methods[{i}]: expected one of methods {config['methods']}, "
+                            f"got {m!r}")
+    return problems
 
 
 def check_config(config: Mapping) -> None:
-    """Raise :class:`ConfigError` for the first problem found."""
-    known_hyper = set(Hyper.__dataclass_fields__)
-    for key, value in (config.get("train") or {}).items():
-        _check_value(f"train.{key}", key, value)
-    tuning = config.get("tuning") or {}
-    for method, grid in (tuning.get("grids") or {}).items():
-        if method not in METHODS:
-            raise ConfigError(f"tuning.grids.{method}: unknown method; expected one of {', '.join(METHODS)}")
-        for key, values in grid.items():
-            if key not in known_hyper:
-                raise ConfigError(f"tuning.grids.{method}.{key}: unknown hyper-parameter; expected one of "
-                                  f"{', '.join(sorted(known_hyper))}")
-            for i, v in enumerate(values):
-                _check_value(f"tuning.grids.{method}.{key}[{i}]", key, v)
-    for method, source in (tuning.get("inherit") or {}).items():
-        for path, name in ((f"tuning.inherit.{method}", method), (f"tuning.inherit.{method} (value)", source)):
-            if name not in METHODS:
-                raise ConfigError(f"{path}: unknown method {name!r}; expected one of {', '.join(METHODS)}")
-    data = config.get("data") or {}
-    pool = pool_size(data)
-    for i, n in enumerate(config.get("sizes") or []):
-        if n > pool:
-            raise ConfigError(f"sizes[{i}]: training size {n} is larger than the training pool of "
-                              f"{data.get('dataset', 'digits')} ({pool} examples)")
-    train = config.get("train") or {}
-    if train.get("prior_rank") is not None and train["prior_rank"] > (config.get("swag") or {}).get("max_rank", 20):
-        raise ConfigError(f"train.prior_rank: {train['prior_rank']} is above swag.max_rank")
-    _check_ablations(config, pool)
-    from bayes_transfer.segmentation import segmentation_config_problems  # the segmentation section's checks live beside it
-
-    problems = segmentation_config_problems(config)
+    """Raise :class:`ConfigError` listing every problem of :func:`config_problems`."""
+    problems = config_problems(config)
     if problems:
-        raise ConfigError(problems[0])
-
-
-def _check_ablations(config: Mapping, pool: int) -> None:
-    abl = config.get("ablations") or {}
-    rank, lam = abl.get("rank") or {}, abl.get("lambda") or {}
-    mean, land = abl.get("learned_mean") or {}, abl.get("landscape") or {}
-    enabled = bool(rank.get("methods") or lam.get("methods") or mean.get("methods") or land.get("enabled"))
-    if not enabled:
-        return
-    pretraining = abl.get("pretraining", "simclr")
-    if pretraining not in (config.get("pretrainings") or []):
-        raise ConfigError(f"ablations.pretraining: {pretraining!r} is not one of pretrainings "
-                          f"{config.get('pretrainings')}")
-    n = abl.get("n_train", 50)
-    if (rank.get("methods") or lam.get("methods")) and n not in (config.get("sizes") or []):
-        raise ConfigError(f"ablations.n_train: {n} must be one of sizes {config.get('sizes')} "
-                          "(the sweeps reuse the values tuned at that size)")
-    max_rank = (config.get("swag") or {}).get("max_rank", 20)
-    for i, k in enumerate(rank.get("ranks") or []):
-        if k > max_rank:
-            raise ConfigError(f"ablations.rank.ranks[{i}]: rank {k} is above swag.max_rank ({max_rank})")
-    if land.get("enabled") and land.get("prior_directions", 5) > max_rank:
-        raise ConfigError(f"ablations.landscape.prior_directions: {land['prior_directions']} is above "
-                          f"swag.max_rank ({max_rank})")
-    if land.get("enabled") and land.get("n_train", 250) > pool:
-        raise ConfigError(f"ablations.landscape.n_train: {land['n_train']} is larger than the training pool "
-                          f"({pool} examples)")
-    shown = (abl.get("reliability") or {}).get("methods")
-    for i, m in enumerate(shown or []):
-        if m not in (config.get("methods") or []):
-            raise ConfigError(f"ablations.reliability.methods[{i}]: {m!r} is not one of methods")
+        raise ConfigError(problems)

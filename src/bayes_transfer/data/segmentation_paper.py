@@ -22,7 +22,7 @@ cropped to ``crop_size`` x ``crop_size`` and flipped horizontally with probabili
 are used whole. Images are normalised with ImageNet's mean and std. Randomness comes from torch's global
 generator, which the training loop seeds (per DataLoader worker torch seeds it from that), so runs repeat.
 Items are ``(image float32 (3, H, W), label int64 (H, W))``; DeepLab's divisibility by the output stride is
-handled by the batch collation (:func:`bayes_transfer.segmentation.pad_collate`).
+handled by the batch collation (:func:`bayes_transfer.data.padding.pad_collate`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from .paper import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["SEGMENTATION_DATASETS", "NUM_CLASSES", "IGNORE_INDEX", "VOC_CLASSES", "CITYSCAPES_CLASSES",
            "cityscapes_train_id_lut", "expected_segmentation_files", "SegmentationTransform", "LabelledImages",

@@ -18,7 +18,7 @@ the pre-trained feature extractor and a freshly initialised head (seeded).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Mapping
 
 import torch
@@ -28,7 +28,8 @@ from torch.utils.data import Dataset
 from bayes_transfer.inference.bma import BayesianModelAverage
 from bayes_transfer.models.resnets import build_model, load_backbone_state, replace_head, split_named_parameters
 from bayes_transfer.priors.gaussian import GaussianPrior
-from bayes_transfer.inference.loop import FitResult, Hyper, fit
+from bayes_transfer.inference.loop import FitResult, Hyper, LoopHyper, fit
+from bayes_transfer.inference.prior_step import AUTHORS_PRIOR_EPS
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,13 @@ def downstream_model(arch: str, pretrained_state: Mapping[str, torch.Tensor], nu
     return model
 
 
-def prepare_learned_prior(prior: GaussianPrior, hp: Hyper) -> GaussianPrior:
-    """Truncate to ``hp.prior_rank`` (if set) and rescale the covariance by ``hp.prior_scale``."""
+def prepare_learned_prior(prior: GaussianPrior, hp: LoopHyper) -> GaussianPrior:
+    """Truncate to ``hp.prior_rank`` (if set) and rescale the covariance by ``hp.prior_scale`` under
+    ``hp.prior_convention`` (``priorbox``: the authors' variance * lambda + eps, eps
+    :data:`~bayes_transfer.inference.prior_step.AUTHORS_PRIOR_EPS` = 0.1, and factor * lambda)."""
     if hp.prior_rank is not None:
         prior = prior.truncate(int(hp.prior_rank), how=hp.prior_truncation)
-    return prior.rescale(hp.prior_scale, convention=hp.prior_convention)
+    return prior.rescale(hp.prior_scale, convention=hp.prior_convention, eps=AUTHORS_PRIOR_EPS)
 
 
 def backbone_prior_for(method: str, model: nn.Module, hp: Hyper, learned_prior: GaussianPrior | None
@@ -148,22 +151,19 @@ sgd_learned_mean = _method_function("sgd_learned_mean")
 bnn_learned_mean = _method_function("bnn_learned_mean")
 
 
-_COMMON_KEYS = ("steps", "batch_size", "lr", "momentum", "head_weight_decay", "log_every")
-_PRIOR_KEYS = {
-    "weight_decay": ("weight_decay",),
-    "learned": ("prior_scale", "prior_convention", "prior_rank", "prior_truncation"),
-    "isotropic_zero": ("isotropic_variance",),
-    "isotropic_mean": ("isotropic_variance",),
-}
-_SAMPLER_KEYS = ("temperature", "sampler", "cycles", "exploration_fraction", "samples_per_cycle")
+def relevant_hyper(method: str, train_cfg: Mapping, hyper: type[LoopHyper] = Hyper) -> dict:
+    """The keys of ``train_cfg`` that can change ``method``'s result (so a workflow reruns only those).
 
-
-def relevant_hyper(method: str, train_cfg: dict) -> dict:
-    """The keys of ``train_cfg`` that can change ``method``'s result (so a workflow reruns only those)."""
+    ``hyper`` is the task's dataclass (:class:`~bayes_transfer.inference.loop.Hyper` for classification,
+    :class:`~bayes_transfer.inference.segmentation.SegmentationHyper`): every field it marks
+    :func:`~bayes_transfer.inference.loop.only_for` some methods counts only for those.
+    """
+    if method not in (hyper.methods or METHODS):
+        raise ValueError(f"unknown method {method!r} for {hyper.__name__}; known: "
+                         f"{', '.join(hyper.methods or METHODS)}")
     spec = METHODS[method]
-    keys = list(_COMMON_KEYS) + list(_PRIOR_KEYS[spec.prior])
-    if spec.bayesian:
-        keys += _SAMPLER_KEYS
-    if spec.ensemble:
-        keys += ["ensemble_size"] + (["cycles", "samples_per_cycle"] if not train_cfg.get("ensemble_size") else [])
+    uses = {spec.prior} | ({"sampler"} if spec.bayesian else set()) | ({"ensemble"} if spec.ensemble else set())
+    keys = [f.name for f in fields(hyper) if uses.intersection(f.metadata.get("only_for", uses))]
+    if spec.ensemble and not train_cfg.get("ensemble_size"):
+        keys += ["cycles", "samples_per_cycle"]  # the default number of members
     return {k: train_cfg[k] for k in keys if k in train_cfg}

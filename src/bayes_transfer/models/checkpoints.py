@@ -9,7 +9,8 @@
   the torch hub cache (``$TORCH_HOME/hub/checkpoints``), downloading them only where that is
   possible, with an error that says which file to place where when it is not.
 * :func:`save_backbone_checkpoint` writes ``{"state_dict": ..., "metadata": ...}``
-  atomically; :func:`load_checkpoint_metadata` reads the metadata back.
+  atomically, the metadata holding the tensors' checksum; :func:`load_checkpoint_metadata` reads the
+  metadata back (both readers verify the checksum, :mod:`bayes_transfer.integrity`).
 
 Everything is loaded onto the CPU; moving to a device is the caller's business.
 """
@@ -17,7 +18,6 @@ Everything is loaded onto the CPU; moving to a device is the caller's business.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from bayes_transfer.integrity import CHECKSUM_KEY, IntegrityError, load_torch_file, stamp, verify
+from bayes_transfer.io import save_torch
 
 __all__ = [
     "CONTAINER_KEYS",
@@ -125,8 +128,12 @@ def load_checkpoint_state(
     ``torch.load(weights_only=weights_only)``; pass ``weights_only=False`` only for trusted
     files that pickle other Python objects (e.g. an ``argparse.Namespace``).
 
+    A checkpoint whose metadata records a tensor checksum (:func:`save_backbone_checkpoint`, the pretrain
+    stage) is verified against it (:func:`bayes_transfer.integrity.verify`).
+
     Raises ``FileNotFoundError`` if ``path`` does not exist, and ``ValueError`` naming the
-    file if it cannot be unpickled under ``weights_only`` or holds no tensors.
+    file if it cannot be unpickled under ``weights_only`` (truncated, corrupted), its tensors do not match
+    their checksum (both :class:`~bayes_transfer.integrity.IntegrityError`) or it holds no tensors.
     """
     path = Path(path)
     if not path.is_file():
@@ -139,7 +146,11 @@ def load_checkpoint_state(
             if weights_only
             else ""
         )
-        raise ValueError(f"could not read checkpoint {str(path)!r}: {exc}.{hint}") from exc
+        raise IntegrityError(
+            f"could not read checkpoint {str(path)!r} ({path.stat().st_size} bytes): expected a complete "
+            f"torch.save file; it may be truncated or corrupted ({type(exc).__name__}: {exc}).{hint}"
+        ) from exc
+    verify(obj, path, "checkpoint")
     state = _find_state(obj, f"checkpoint {str(path)!r}")
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
@@ -152,11 +163,11 @@ def load_checkpoint_state(
 
 
 def load_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``"metadata"`` dict of a checkpoint (``{}`` if it has none)."""
+    """The ``"metadata"`` dict of a checkpoint (``{}`` if it has none), its tensor checksum verified and left out."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = load_torch_file(path, "checkpoint")
     meta = obj.get("metadata") if isinstance(obj, Mapping) else None
     if meta is None:
         return {}
@@ -164,7 +175,7 @@ def load_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(
             f"checkpoint {str(path)!r}: 'metadata' should be a dict, got {type(meta).__name__}"
         )
-    return dict(meta)
+    return {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
 
 
 # --------------------------------------------------------------------------- torchvision weights
@@ -270,9 +281,10 @@ def save_backbone_checkpoint(
     ``model`` is a module (``module.`` prefixes of DataParallel/DDP wrappers are removed) or a
     state dict; all its tensors, the head included, are saved detached on the CPU.
     ``metadata`` must be a dict of plain values (numpy/torch scalars and paths are converted)
-    so that the file loads with ``torch.load(weights_only=True)``. The file is written to a
-    temporary file in the same directory and moved into place with ``os.replace``, so readers
-    never see a partial checkpoint. Parent directories are created.
+    so that the file loads with ``torch.load(weights_only=True)``; the checksum of the tensors is added to it
+    (:func:`bayes_transfer.integrity.stamp`, key ``tensor_sha256``). The file is written atomically
+    (:func:`bayes_transfer.io.save_torch`), so readers never see a partial checkpoint. Parent
+    directories are created.
     """
     if isinstance(model, nn.Module):
         raw = model.state_dict()
@@ -294,22 +306,7 @@ def save_backbone_checkpoint(
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     meta = _plain(metadata, "metadata")
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"state_dict": state, "metadata": meta}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return save_torch(stamp({"state_dict": state, "metadata": meta}), path)
 
 
 # --------------------------------------------------------------------------- the paper's source checkpoints

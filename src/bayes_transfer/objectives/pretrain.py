@@ -22,7 +22,8 @@ from bayes_transfer.device import RuntimeOptions, runtime_options
 from bayes_transfer.objectives.losses import ProjectionHead, nt_xent
 from bayes_transfer.models.resnets import build_model
 from bayes_transfer.inference.samplers import cosine_factor, set_lr
-from bayes_transfer.inference.loop import BatchStream, load_matching_state, rng_states, save_state, set_rng_states
+from bayes_transfer.inference.batches import BatchStream
+from bayes_transfer.inference.state import load_matching_state, rng_states, save_state, set_rng_states
 
 log = logging.getLogger("bayes_transfer.objectives.pretrain")
 
@@ -32,19 +33,23 @@ PRETRAININGS = ("supervised", "simclr")
 class SourceObjective(nn.Module):
     """The source loss of a pre-training: ``loss(model, x, y) -> scalar``.
 
-    ``supervised``: cross-entropy of the model's own head ``fc`` on the source labels.
+    ``supervised``: cross-entropy of the model's own head ``fc`` on the source labels; with
+    ``supervised_augment(x, generator)`` (the source task's usual augmentation; SWAG sets it, pre-training
+    does not) on an augmented view of the batch drawn from the objective's seeded generator.
     ``simclr``: NT-Xent (temperature 0.1) between projections of two augmented views; the projection
     head is part of this objective (never of the prior). ``augment(x, generator)`` makes a view.
     """
 
     def __init__(self, kind: str, feature_dim: int = 0, augment: Callable | None = None,
-                 temperature: float = 0.1, proj_layers: int = 2, proj_dim: int = 64, seed: int = 0):
+                 temperature: float = 0.1, proj_layers: int = 2, proj_dim: int = 64, seed: int = 0,
+                 supervised_augment: Callable | None = None):
         super().__init__()
         if kind not in PRETRAININGS:
             raise ValueError(f"pre-training must be one of {PRETRAININGS}, got {kind!r}")
         self.kind = kind
         self.temperature = temperature
         self.augment = augment
+        self.supervised_augment = supervised_augment
         self.generator = torch.Generator().manual_seed(seed + 104729)
         if kind == "simclr":
             if augment is None:
@@ -53,6 +58,8 @@ class SourceObjective(nn.Module):
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         if self.kind == "supervised":
+            if self.supervised_augment is not None:
+                x = self.supervised_augment(x.detach().cpu(), self.generator).to(x.device, x.dtype)
             return F.cross_entropy(model(x), y)
         x_cpu = x.detach().cpu()
         v1 = self.augment(x_cpu, self.generator).to(x.device)

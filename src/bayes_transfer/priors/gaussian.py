@@ -11,6 +11,10 @@ any module whose parameters carry the same names (a classifier's backbone, a seg
 Nothing here ever builds a d x d matrix except :meth:`GaussianPrior.covariance` (for tests on small d).
 The log-density uses the Woodbury identity with the k x k capacitance matrix ``I + F diag(1/v) F^T``
 computed and factorised in float64.
+
+Its per-step form over live parameters is :class:`~bayes_transfer.priors.bound.BoundPrior`
+(:meth:`GaussianPrior.bind`); the authors' released file format is read and written by
+:mod:`bayes_transfer.priors.priorbox` (:meth:`GaussianPrior.from_priorbox`, :meth:`GaussianPrior.to_priorbox`).
 """
 
 from __future__ import annotations
@@ -19,19 +23,21 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from bayes_transfer import __version__
+from bayes_transfer.integrity import CHECKSUM_KEY, load_torch_file, stamp
+from bayes_transfer.io import save_torch
+
+if TYPE_CHECKING:
+    from bayes_transfer.priors.bound import BoundPrior
 
 FORMAT = "bayes_transfer.GaussianPrior"
 FORMAT_VERSION = 1
 LOG_2PI = math.log(2.0 * math.pi)
-
-#: suffixes of BatchNorm buffers in a state dict; buffers are never part of a prior.
-BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class PriorMismatchError(ValueError):
@@ -153,28 +159,28 @@ class GaussianPrior:
         )
 
     # ------------------------------------------------------------------ transformations
-    def rescale(self, lam: float, convention: str = "exact", eps: float = 0.1) -> "GaussianPrior":
-        """Scale the covariance by ``lam`` (lam > 0).
+    def rescale(self, prior_scale: float, convention: str = "exact", eps: float = 0.1) -> "GaussianPrior":
+        """Scale the covariance by ``prior_scale`` = lambda (> 0).
 
-        ``convention="exact"`` (this project's): the result has covariance exactly ``lam * Sigma``
-        (variance * lam, factor * sqrt(lam)).
-        ``convention="priorbox"`` reproduces the authors' released code: variance * lam + eps and
-        factor * lam, so the low-rank part scales by lam**2.
+        ``convention="exact"`` (this project's): the result has covariance exactly ``lambda * Sigma``
+        (variance * lambda, factor * sqrt(lambda)).
+        ``convention="priorbox"`` reproduces the authors' released code: variance * lambda + eps and
+        factor * lambda, so the low-rank part scales by lambda**2.
         """
-        lam = float(lam)
-        if not (lam > 0) or not math.isfinite(lam):
-            raise ValueError(f"rescale: lambda must be a finite number > 0, got {lam!r}")
+        prior_scale = float(prior_scale)
+        if not (prior_scale > 0) or not math.isfinite(prior_scale):
+            raise ValueError(f"rescale: prior_scale (lambda) must be a finite number > 0, got {prior_scale!r}")
         meta = dict(self.metadata)
-        meta["rescale"] = {"lambda": lam, "convention": convention} | (
+        meta["rescale"] = {"prior_scale": prior_scale, "convention": convention} | (
             {"eps": eps} if convention == "priorbox" else {}
         )
         if convention == "exact":
             return self._replace(
-                variance=self.variance * lam, factor=self.factor * math.sqrt(lam), metadata=meta
+                variance=self.variance * prior_scale, factor=self.factor * math.sqrt(prior_scale), metadata=meta
             )
         if convention == "priorbox":
             return self._replace(
-                variance=self.variance * lam + eps, factor=self.factor * lam, metadata=meta
+                variance=self.variance * prior_scale + eps, factor=self.factor * prior_scale, metadata=meta
             )
         raise ValueError(f"rescale: convention must be 'exact' or 'priorbox', got {convention!r}")
 
@@ -315,7 +321,10 @@ class GaussianPrior:
             )
 
     def bind(self, params: Mapping[str, nn.Parameter] | Iterable[tuple[str, nn.Parameter]]) -> "BoundPrior":
-        """Attach the prior to live named parameters for fast per-step use (see :class:`BoundPrior`)."""
+        """Attach the prior to live named parameters for fast per-step use (see
+        :class:`~bayes_transfer.priors.bound.BoundPrior`)."""
+        from bayes_transfer.priors.bound import BoundPrior
+
         return BoundPrior(self, dict(params))
 
     # ------------------------------------------------------------------ files
@@ -333,19 +342,21 @@ class GaussianPrior:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write one self-describing file (atomically: a crash never leaves a half-written prior)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        """Write one self-describing file (atomically: a crash never leaves a half-written prior); its metadata
+        carries the checksum of its tensors, names and shapes (:func:`bayes_transfer.integrity.stamp`)."""
+        save_torch(stamp(self.state()), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location="cpu") -> "GaussianPrior":
+        """Read a :meth:`save` file. An unreadable (truncated) file or one whose tensors do not match their
+        stored checksum raises :class:`~bayes_transfer.integrity.IntegrityError` naming it; a file without a
+        checksum (an earlier version's) loads with a warning."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"prior file {path} does not exist")
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = load_torch_file(path, "prior file", map_location=map_location)
+        if isinstance(state, dict) and isinstance(state.get("metadata"), dict):
+            state["metadata"] = {k: v for k, v in state["metadata"].items() if k != CHECKSUM_KEY}
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(
                 f"{path} is not a {FORMAT} file (for the authors' released priors use "
@@ -360,151 +371,26 @@ class GaussianPrior:
 
     @classmethod
     def from_priorbox(cls, prefix: str | os.PathLike, metadata: dict | None = None) -> "GaussianPrior":
-        """Import a prior released by the authors (priorBox format), as stored.
+        """Import a prior released by the authors (priorBox files ``<prefix>_*.pt``), as stored.
 
-        Reads ``PREFIX_mean.pt`` (d), ``PREFIX_variance.pt`` (d), ``PREFIX_covmat.pt`` (R x d, already divided
-        by sqrt(R - 1)) and ``PREFIX_model.pt`` (the backbone state dict, torchvision key layout, no ``fc.*``),
-        whose parameter entries (buffers excluded) give the names and shapes of the flat order. The result has
-        covariance ``diag(variance) + covmat^T covmat`` (rescale with ``convention="priorbox"`` to reproduce
-        the authors' use).
+        See :mod:`bayes_transfer.priors.priorbox` for the format; the result has covariance
+        ``diag(variance) + covmat^T covmat`` (rescale with ``convention="priorbox"`` to reproduce the authors' use).
         """
-        prefix = str(prefix)
-        files = {k: Path(f"{prefix}_{k}.pt") for k in ("mean", "variance", "covmat", "model")}
-        missing = [str(p) for p in files.values() if not p.exists()]
-        if missing:
-            raise FileNotFoundError(f"priorBox files missing: {', '.join(missing)}")
-        load = lambda p: torch.load(p, map_location="cpu", weights_only=True)  # noqa: E731
-        mean, variance, covmat, model = (load(files[k]) for k in ("mean", "variance", "covmat", "model"))
-        if isinstance(model, Mapping) and "state_dict" in model:
-            model = model["state_dict"]
-        names, shapes = [], []
-        for key, value in model.items():
-            key = key[len("module."):] if key.startswith("module.") else key
-            if key.endswith(BUFFER_SUFFIXES) or key.startswith("fc."):
-                continue
-            names.append(key)
-            shapes.append(tuple(value.shape))
-        mean, variance = mean.reshape(-1).float(), variance.reshape(-1).float()
-        covmat = covmat.float()
-        if covmat.dim() == 2 and covmat.shape[0] == mean.numel() and covmat.shape[1] != mean.numel():
-            covmat = covmat.T  # stored d x R
-        meta = {
-            "source": "priorbox",
-            "prefix": prefix,
-            "rank": int(covmat.shape[0]),
-            "factor_row_order": "oldest first",
-        }
-        meta.update(metadata or {})
-        try:
-            return cls(mean, variance, covmat, names, shapes, meta)
-        except ValueError as err:
-            raise ValueError(f"priorBox files at {prefix}_*.pt are inconsistent: {err}") from err
+        from bayes_transfer.priors.priorbox import read_priorbox
+
+        return read_priorbox(prefix, metadata)
 
     def to_priorbox(self, prefix: str | os.PathLike, model_state: Mapping[str, Tensor] | None = None) -> None:
         """Write the authors' four-file format (the inverse of :meth:`from_priorbox`)."""
-        prefix = str(prefix)
-        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.mean.clone(), f"{prefix}_mean.pt")
-        torch.save(self.variance.clone(), f"{prefix}_variance.pt")
-        torch.save(self.factor.clone(), f"{prefix}_covmat.pt")
-        if model_state is None:
-            model_state = self.unflatten(self.mean)
-        torch.save({k: v.clone() for k, v in model_state.items()}, f"{prefix}_model.pt")
+        from bayes_transfer.priors.priorbox import write_priorbox
+
+        write_priorbox(self, prefix, model_state)
 
 
-class BoundPrior(nn.Module):
-    """A :class:`GaussianPrior` attached to live parameters, for use in every training step.
+def __getattr__(name: str):
+    # BoundPrior lives in bayes_transfer.priors.bound (which imports this module); the old import path resolves
+    if name == "BoundPrior":
+        from bayes_transfer.priors.bound import BoundPrior
 
-    The prior's blocks are cut per parameter once, on the parameters' device and dtype: the mean, the
-    precision 1/v, and G = F diag(1/v) as a contiguous (k, n_i) block, so a step never concatenates the
-    parameters. With r = theta - mean, b = G r and C the float64 capacitance,
-
-        -log p(theta) = const + 1/2 (r^T diag(1/v) r - b^T C^{-1} b),
-        -grad log p(theta) = diag(1/v) r - G^T C^{-1} b.
-
-    :meth:`log_prob` is differentiable (autograd); :meth:`add_grad_` adds the gradient of
-    ``-scale * log p`` to ``p.grad`` directly, in two passes over G and no autograd graph: the fast path a
-    training step uses. The constant (log-determinant) is included, so values equal ``GaussianPrior.log_prob``.
-    """
-
-    def __init__(self, prior: GaussianPrior, params: Mapping[str, nn.Parameter]):
-        super().__init__()
-        prior.check_params(params)
-        self.prior = prior
-        self.names = list(prior.names)
-        self.params = [params[n] for n in self.names]
-        self.rank = prior.rank
-        ref = self.params[0]
-        chol, logdet = prior._capacitance()
-        # C^{-1} = L^{-T} L^{-1}; keep W = L^{-1} (k x k) so b^T C^{-1} b = |W b|^2
-        eye = torch.eye(self.rank, dtype=torch.float64, device=chol.device)
-        whiten = torch.linalg.solve_triangular(chol, eye, upper=False)
-        self.register_buffer("whiten", whiten.to(ref.device))
-        self.register_buffer("cap_inv", (whiten.T @ whiten).to(ref.device))
-        self.const = float(-0.5 * (prior.dim * LOG_2PI + float(logdet)))
-        self.means: list[Tensor] = []
-        self.precs: list[Tensor] = []
-        self.gfacs: list[Tensor] = []
-        for p, m, v, f in zip(
-            self.params,
-            torch.split(prior.mean, prior.numels),
-            torch.split(prior.variance, prior.numels),
-            torch.split(prior.factor, prior.numels, dim=1),
-        ):
-            self.means.append(m.reshape(p.shape).to(p.device, p.dtype).clone())
-            self.precs.append((1.0 / v).reshape(p.shape).to(p.device, p.dtype).clone())
-            self.gfacs.append((f / v).to(p.device, p.dtype).contiguous())
-
-    def _apply(self, fn, recurse=True):  # keep the per-block tensors on the module's device/dtype
-        super()._apply(fn, recurse)
-        self.means = [fn(t) for t in self.means]
-        self.precs = [fn(t) for t in self.precs]
-        self.gfacs = [fn(t) for t in self.gfacs]
-        return self
-
-    def log_prob(self) -> Tensor:
-        """log p(theta) at the current parameter values (differentiable)."""
-        quad_diag = 0.0
-        b = None
-        for p, m, prec, g in zip(self.params, self.means, self.precs, self.gfacs):
-            r = p - m
-            quad_diag = quad_diag + (r * r * prec).sum()
-            if self.rank > 0:
-                bi = g @ r.reshape(-1)
-                b = bi if b is None else b + bi
-        quad = torch.as_tensor(quad_diag).double()
-        if b is not None:
-            quad = quad - (self.whiten @ b.double()).square().sum()
-        out = self.const - 0.5 * quad
-        if not torch.isfinite(out):
-            raise FloatingPointError(
-                "prior log-density is not finite (parameters diverged or the prior is degenerate)"
-            )
-        return out.to(self.params[0].dtype)
-
-    forward = log_prob
-
-    @torch.no_grad()
-    def add_grad_(self, scale: float = 1.0) -> None:
-        """``p.grad += scale * d(-log p)/dp`` for every bound parameter (no autograd graph)."""
-        residuals = torch._foreach_sub([p.detach() for p in self.params], self.means)
-        if self.rank > 0:
-            b = torch.zeros(self.rank, dtype=torch.float64, device=self.whiten.device)
-            for g, r in zip(self.gfacs, residuals):
-                b += torch.mv(g, r.reshape(-1)).double()
-            c = (self.cap_inv @ b).to(self.params[0].dtype) * scale
-            if not torch.all(torch.isfinite(c)):
-                raise FloatingPointError("prior gradient is not finite (parameters diverged)")
-        grads = []
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            grads.append(p.grad)
-        torch._foreach_mul_(residuals, self.precs)
-        torch._foreach_add_(grads, residuals, alpha=scale)
-        if self.rank > 0:
-            for grad, g in zip(grads, self.gfacs):
-                if grad.is_contiguous():
-                    grad.view(-1).addmv_(g.t(), c, alpha=-1.0)
-                else:  # e.g. a channels-last convolution weight: G's columns follow the logical order
-                    grad.sub_(torch.mv(g.t(), c).view(grad.shape))
+        return BoundPrior
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,9 @@
 :class:`SWAGCollector` takes snapshots *by parameter name*, keeps float64 running moments with
 Welford's update (so the diagonal variance does not cancel catastrophically, as E[x^2] - E[x]^2 does in float32) and the last K
 deviations from the running mean. :meth:`SWAGCollector.prior` turns them into the paper's prior
-``N(mean, 1/2 diag(v) + 1/2 F^T F)`` with ``F = D / sqrt(K - 1)``.
+``N(mean, 1/2 diag(v) + 1/2 F^T F)`` with ``F = D / sqrt(K - 1)``. The collector also keeps streaming moments
+of (time, parameters) over every snapshot (:class:`~bayes_transfer.priors.diagnostics.TrendMoments`), for the
+stationarity diagnostic of :mod:`bayes_transfer.priors.diagnostics`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from bayes_transfer import __version__
+from bayes_transfer.priors.diagnostics import TrendMoments
 from bayes_transfer.priors.gaussian import GaussianPrior
 
 VARIANCE_FLOOR = 1e-30
@@ -48,10 +51,17 @@ class SWAGCollector:
         self.mean = torch.zeros(d, dtype=torch.float64)
         self.m2 = torch.zeros(d, dtype=torch.float64)  # sum of squared deviations (Welford)
         self.deviations: deque[Tensor] = deque(maxlen=self.max_rank)
+        self.trend = TrendMoments(d)  # (time, theta) co-moments of every snapshot: the trend share
 
     @property
     def dim(self) -> int:
         return self.mean.numel()
+
+    def flat(self, params: Mapping[str, Tensor] | nn.Module) -> Tensor:
+        """Our parameters of ``params`` (a dict of named tensors or a module) as one float64 vector."""
+        if isinstance(params, nn.Module):
+            params = dict(params.named_parameters())
+        return self._flat(params)
 
     def _flat(self, params: Mapping[str, Tensor]) -> Tensor:
         missing = [n for n in self.names if n not in params]
@@ -63,13 +73,13 @@ class SWAGCollector:
         return torch.cat([params[n].detach().reshape(-1).to("cpu", torch.float64) for n in self.names])
 
     @torch.no_grad()
-    def collect(self, params: Mapping[str, Tensor] | nn.Module) -> None:
-        """Add one snapshot (a dict of named tensors, or a module whose named parameters contain ours)."""
-        if isinstance(params, nn.Module):
-            params = dict(params.named_parameters())
-        theta = self._flat(params)
+    def collect(self, params: Mapping[str, Tensor] | nn.Module, t: float | None = None) -> None:
+        """Add one snapshot (a dict of named tensors, or a module whose named parameters contain ours) taken
+        at time ``t`` (e.g. the training step; default: the snapshot's index), for the trend moments."""
+        theta = self.flat(params)
         n = self.n_snapshots
         delta = theta - self.mean
+        self.trend.observe(delta, float(n if t is None else t))
         self.mean.add_(delta / (n + 1))
         self.m2.add_(delta * (theta - self.mean))
         self.n_snapshots = n + 1
@@ -81,7 +91,7 @@ class SWAGCollector:
         """Everything needed to continue collecting after a restart (see :meth:`load_state_dict`)."""
         return {"names": list(self.names), "shapes": [list(s) for s in self.shapes], "max_rank": self.max_rank,
                 "n_snapshots": self.n_snapshots, "mean": self.mean.clone(), "m2": self.m2.clone(),
-                "deviations": [d.clone() for d in self.deviations]}
+                "deviations": [d.clone() for d in self.deviations], "trend": self.trend.state_dict()}
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore a :meth:`state_dict` taken from a collector over the same parameters."""
@@ -93,6 +103,10 @@ class SWAGCollector:
         self.mean = state["mean"].to(torch.float64).clone()
         self.m2 = state["m2"].to(torch.float64).clone()
         self.deviations = deque((d.clone() for d in state["deviations"]), maxlen=self.max_rank)
+        if "trend" not in state:
+            raise ValueError("the saved SWAG state has no trend moments (written by an older version); "
+                             "delete it to start over")
+        self.trend.load_state_dict(state["trend"])
 
     def diagonal_variance(self) -> Tensor:
         """Population variance of the snapshots (divided by their number), clamped at the floor."""

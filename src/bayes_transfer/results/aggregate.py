@@ -13,26 +13,41 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from bayes_transfer.integrity import check_consistent_inputs
+
 RUN_KEYS = ["dataset", "arch", "pretraining", "method", "n_train", "seed"]
 SCALAR_METRICS = ["accuracy", "error", "nll", "ece", "brier", "mean_per_class_accuracy"]
 
 
+def read_result(path: str | Path, keys: Iterable[str], kind: str = "run") -> dict:
+    """A per-run result file, which must hold ``keys``; otherwise ``ValueError`` naming the file."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable {kind} result ({err})") from err
+    missing = [k for k in keys if k not in rec]
+    if missing:
+        raise ValueError(f"{path}: {kind} result lacks keys {missing}")
+    return rec
+
+
 def tidy_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    rows = []
+    """One row per run x evaluation set x metric. Runs of one (dataset, arch, pretraining) whose records name
+    different checkpoint or prior checksums are refused (:func:`bayes_transfer.integrity.check_consistent_inputs`)."""
+    rows, records = [], []
     for path in paths:
-        try:
-            rec = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable run result ({err})") from err
-        missing = [k for k in RUN_KEYS + ["success"] if k not in rec]
-        if missing:
-            raise ValueError(f"{path}: run result lacks keys {missing}")
+        rec = read_result(path, RUN_KEYS + ["success"])
+        records.append((path, rec))
         base = {k: rec[k] for k in RUN_KEYS} | {
             "success": bool(rec["success"]), "reason": rec.get("reason", ""),
             "wall_time_s": rec.get("wall_time_s"), "code_version": rec.get("code_version"),
             "prior_rank": (rec.get("hyper") or {}).get("prior_rank"),
             "prior_scale": (rec.get("hyper") or {}).get("prior_scale"),
             "truncation": (rec.get("hyper") or {}).get("prior_truncation"),
+            "prior_convention": (rec.get("hyper") or {}).get("prior_convention"),
+            # -log p(theta) / N of the backbone prior at the end (None without one): ~ its log-normaliser when
+            # the prior does not bind
+            "prior_energy_per_datum": (rec.get("diagnostics") or {}).get("prior_energy_per_datum"),
             "path": str(path),
         }
         if not rec["success"]:
@@ -42,6 +57,7 @@ def tidy_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
             for metric in SCALAR_METRICS:
                 if metric in values:
                     rows.append(base | {"eval_set": eval_set, "metric": metric, "value": float(values[metric])})
+    check_consistent_inputs(records, key=("dataset", "arch", "pretraining"))
     return pd.DataFrame(rows)
 
 
@@ -123,12 +139,14 @@ def accuracy_metric(dataset: str) -> str:
     return "mean_per_class_accuracy" if dataset in ("flowers102", "oxford_pets") else "accuracy"
 
 
-def sweep_summary(tidy: pd.DataFrame, x: str, eval_set: str = "test") -> pd.DataFrame:
-    """Mean ± SE over seeds of the paper's accuracy per method and value of ``x`` (an ablation sweep),
-    with failed runs counted in ``n_failed``."""
+def ablation_summary(tidy: pd.DataFrame, x: str, eval_set: str = "test", by: list[str] | None = None
+                     ) -> pd.DataFrame:
+    """Mean ± SE over seeds of the paper's accuracy per method and value of ``x`` (the varied hyper-parameter),
+    with failed runs counted in ``n_failed``; ``by``: further columns kept apart (e.g. ``prior_convention``)."""
     if tidy.empty:
         raise ValueError("no runs in the ablation table")
+    by = [c for c in (by or []) if c in tidy.columns]
     metric = accuracy_metric(str(tidy["dataset"].iloc[0]))
-    s = summarise(tidy, by=["dataset", "pretraining", "method", "n_train", x, "eval_set", "metric"])
+    s = summarise(tidy, by=["dataset", "pretraining", "method", "n_train", *by, x, "eval_set", "metric"])
     s = s[((s["metric"] == metric) & (s["eval_set"] == eval_set)) | s["metric"].isna()]
-    return s.sort_values(["method", x]).reset_index(drop=True)
+    return s.sort_values(["method", *by, x]).reset_index(drop=True)

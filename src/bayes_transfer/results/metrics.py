@@ -1,14 +1,14 @@
-"""Evaluation metrics for classification (accuracy, NLL, ECE, Brier) and segmentation (mean IoU).
+"""Evaluation metrics for classification: accuracy, per-class accuracy, NLL, ECE, Brier, reliability bins.
 
-Classification functions take predictive *probabilities* ``probs`` of shape ``(N, C)`` (for a
-Bayesian model average: already averaged over posterior samples) and integer ``labels`` ``(N,)``.
-All rates (accuracy, error, ECE, IoU) are fractions in ``[0, 1]``, never percentages. Scalar
-metrics are returned as Python floats; tensors stay on the device of the inputs.
+The functions take predictive *probabilities* ``probs`` of shape ``(N, C)`` (for a Bayesian model
+average: already averaged over posterior samples) and integer ``labels`` ``(N,)``. All rates
+(accuracy, error, ECE) are fractions in ``[0, 1]``, never percentages. Scalar metrics are returned
+as Python floats; tensors stay on the device of the inputs. The segmentation metrics (confusion
+matrix, IoU) are :mod:`bayes_transfer.results.iou`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,13 +25,9 @@ __all__ = [
     "nll",
     "ece",
     "brier",
+    "reliability_table",
     "reliability_bins",
     "classification_metrics",
-    "confusion_matrix",
-    "iou_per_class",
-    "mean_iou",
-    "mean_iou_torchmetrics",
-    "ConfusionMatrix",
 ]
 
 #: Probabilities are clamped from below at this value before taking logs in :func:`nll`, so a
@@ -48,7 +44,8 @@ SUM_TOLERANCE = 1e-3
 # --------------------------------------------------------------------------------------------
 
 
-def _check_num_classes(num_classes: int, fn: str) -> None:
+def check_num_classes(num_classes: int, fn: str) -> None:
+    """Raise ``ValueError`` (naming the function ``fn``) unless ``num_classes`` is a positive int."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"{fn}: num_classes must be a positive int, got {num_classes!r}")
 
@@ -78,7 +75,7 @@ def _check_probs_labels(
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"{fn}: labels must be an integer tensor, got dtype {labels.dtype}")
     if num_classes is not None:
-        _check_num_classes(num_classes, fn)
+        check_num_classes(num_classes, fn)
         if probs.shape[1] != num_classes:
             raise ValueError(
                 f"{fn}: probs has {probs.shape[1]} columns but num_classes={num_classes}"
@@ -152,26 +149,34 @@ def nll(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    """Expected calibration error (top-label, L1, ``n_bins`` equal-width bins) via torchmetrics.
+    """Expected calibration error: top-label, L1, ``n_bins`` equal-width confidence bins.
 
-    torchmetrics bins confidences as ``[lo, hi)`` in float32 (with 1.0 in a bin of its own);
-    :func:`reliability_bins` uses ``(lo, hi]``, so the two only differ when a confidence falls
-    exactly on a bin edge.
+    ``ECE = sum_b (n_b / N) |accuracy_b - mean confidence_b|`` over the bins ``[i / n_bins, (i + 1) / n_bins)``
+    of the top-1 confidence, with a confidence of exactly 1.0 in a bin of its own, computed in float32:
+    torchmetrics' ``multiclass_calibration_error(norm="l1")`` convention, whose value this reproduces to the
+    bit (``tests/test_metrics.py`` checks it) without importing torchmetrics, which costs a training job
+    seconds of start-up. :func:`reliability_bins` uses ``(lo, hi]`` in float64, so the two only differ when
+    a confidence falls exactly on a bin edge.
     """
     _check_probs_labels(probs, labels, "ece")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"ece: n_bins must be a positive int, got {n_bins!r}")
-    from torchmetrics.functional.classification import multiclass_calibration_error
+    if probs.shape[1] < 2:
+        raise ValueError(f"ece: needs at least 2 classes, probs has shape {tuple(probs.shape)}")
+    # clamp: rows within the sum tolerance may stray just outside [0, 1]
+    conf, pred = probs.clamp(0.0, 1.0).max(dim=1)
+    conf = conf.float()
+    correct = pred.eq(labels).float()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=conf.dtype, device=conf.device)
+    idx = torch.bucketize(conf, edges, right=True) - 1  # edges[i] <= conf < edges[i + 1]; 1.0 -> bin n_bins
 
-    # clamp so that torchmetrics never mistakes rows within the sum tolerance for logits
-    value = multiclass_calibration_error(
-        probs.clamp(0.0, 1.0),
-        labels.long(),
-        num_classes=probs.shape[1],
-        n_bins=n_bins,
-        norm="l1",
-    )
-    return float(value.item())
+    def per_bin(values: torch.Tensor) -> torch.Tensor:  # float32 sums in example order
+        return torch.zeros(n_bins + 1, dtype=conf.dtype, device=conf.device).scatter_add_(0, idx, values)
+
+    count = per_bin(torch.ones_like(conf))
+    mean_conf = torch.nan_to_num(per_bin(conf) / count)  # empty bins: 0 / 0 -> 0
+    acc = torch.nan_to_num(per_bin(correct) / count)
+    return float(torch.sum(torch.abs(acc - mean_conf) * (count / count.sum())).item())
 
 
 def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -182,17 +187,15 @@ def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return (p - onehot).pow(2).sum(dim=1).mean().item()
 
 
-def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> pd.DataFrame:
-    """Reliability-diagram table over ``n_bins`` equal-width confidence bins on ``[0, 1]``.
+def reliability_table(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, list]:
+    """Reliability-diagram table over ``n_bins`` equal-width confidence bins on ``[0, 1]``, as columns.
 
     Bins are ``(lo, hi]`` (the first one also holds confidence 0); edges are ``i / n_bins`` and
-    confidences (top-1 probabilities) are compared in float64. Returns a DataFrame with one row per
-    bin and columns ``bin_lower``, ``bin_upper``, ``count`` (int), ``mean_confidence`` and
+    confidences (top-1 probabilities) are compared in float64. Returns ``{column: list}`` with one entry
+    per bin in the columns ``bin_lower``, ``bin_upper``, ``count`` (int), ``mean_confidence`` and
     ``accuracy`` (both NaN for empty bins). ``sum(count * |accuracy - mean_confidence|) / N`` over
-    non-empty bins is the ECE.
+    non-empty bins is the ECE. :func:`reliability_bins` is the same table as a DataFrame.
     """
-    import pandas as pd
-
     _check_probs_labels(probs, labels, "reliability_bins")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"reliability_bins: n_bins must be a positive int, got {n_bins!r}")
@@ -209,15 +212,20 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     empty = count == 0
     mean_conf = (conf_sum / denom).masked_fill(empty, float("nan"))
     acc = (acc_sum / denom).masked_fill(empty, float("nan"))
-    return pd.DataFrame(
-        {
-            "bin_lower": edges[:-1].tolist(),
-            "bin_upper": edges[1:].tolist(),
-            "count": count.tolist(),
-            "mean_confidence": mean_conf.tolist(),
-            "accuracy": acc.tolist(),
-        }
-    )
+    return {
+        "bin_lower": edges[:-1].tolist(),
+        "bin_upper": edges[1:].tolist(),
+        "count": count.tolist(),
+        "mean_confidence": mean_conf.tolist(),
+        "accuracy": acc.tolist(),
+    }
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> pd.DataFrame:
+    """:func:`reliability_table` as a DataFrame with one row per bin (pandas is imported here only)."""
+    import pandas as pd
+
+    return pd.DataFrame(reliability_table(probs, labels, n_bins))
 
 
 def classification_metrics(
@@ -250,155 +258,16 @@ def classification_metrics(
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# segmentation
-# --------------------------------------------------------------------------------------------
+#: the segmentation metrics that lived here before they moved to :mod:`bayes_transfer.results.iou`
+_MOVED_TO_IOU = frozenset(
+    {"confusion_matrix", "iou_per_class", "mean_iou", "mean_iou_torchmetrics", "ConfusionMatrix"}
+)
 
 
-def _check_label_maps(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None, fn: str
-) -> torch.Tensor:
-    """Validate two integer label maps; return the boolean mask of pixels to score."""
-    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError(
-            f"{fn}: pred and target must be torch.Tensor, got "
-            f"{type(pred).__name__} and {type(target).__name__}"
-        )
-    _check_num_classes(num_classes, fn)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"{fn}: pred and target must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}"
-        )
-    for name, t in (("pred", pred), ("target", target)):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"{fn}: {name} must be an integer label map, got dtype {t.dtype}")
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise ValueError(f"{fn}: ignore_index must be an int or None, got {ignore_index!r}")
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target.ne(ignore_index)
-    for name, t in (("target", target), ("pred", pred)):
-        vals = t[valid]
-        if vals.numel() and (vals.min() < 0 or vals.max() >= num_classes):
-            extra = "" if ignore_index is None else f" (or ignore_index={ignore_index} in target)"
-            raise ValueError(
-                f"{fn}: {name} values must lie in [0, {num_classes - 1}]{extra}, got values in "
-                f"[{int(vals.min())}, {int(vals.max())}]"
-            )
-    return valid
+def __getattr__(name: str):
+    # the old names keep resolving (lazily: results.iou imports this module's checks)
+    if name in _MOVED_TO_IOU:
+        from bayes_transfer.results import iou
 
-
-def confusion_matrix(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255
-) -> torch.Tensor:
-    """Confusion matrix ``(num_classes, num_classes)`` int64, rows = target, columns = pred.
-
-    ``pred`` and ``target`` are integer label maps of any (equal) shape; pixels whose target equals
-    ``ignore_index`` are skipped (``None`` skips nothing).
-    """
-    valid = _check_label_maps(pred, target, num_classes, ignore_index, "confusion_matrix")
-    t = target[valid].long()
-    p = pred[valid].long()
-    flat = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes)
-
-
-def iou_per_class(cm: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
-    """Per-class IoU ``tp / (tp + fp + fn)`` from a confusion matrix, float64 ``(C,)``.
-
-    Classes with zero union (absent from both target and pred), and the class ``ignore_index`` if
-    it is a valid class index, are NaN.
-    """
-    if not isinstance(cm, torch.Tensor) or cm.dim() != 2 or cm.shape[0] != cm.shape[1]:
-        shape = tuple(cm.shape) if isinstance(cm, torch.Tensor) else type(cm).__name__
-        raise ValueError(f"iou_per_class: cm must be a square (C, C) tensor, got {shape}")
-    cm = cm.double()
-    tp = cm.diagonal()
-    union = cm.sum(0) + cm.sum(1) - tp
-    iou = (tp / union).masked_fill(union == 0, float("nan"))
-    if ignore_index is not None and 0 <= ignore_index < cm.shape[0]:
-        iou[ignore_index] = float("nan")
-    return iou
-
-
-def _nanmean(x: torch.Tensor) -> float:
-    keep = ~torch.isnan(x)
-    return x[keep].mean().item() if keep.any() else math.nan
-
-
-def mean_iou(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255
-) -> float:
-    """Mean IoU in ``[0, 1]`` over classes present in target or pred (zero-union classes excluded).
-
-    Pixels with target ``ignore_index`` are skipped; if ``ignore_index`` is itself a class index,
-    that class is also left out of the mean (as torchmetrics does). NaN when nothing is scored.
-    """
-    cm = confusion_matrix(pred, target, num_classes, ignore_index)
-    return _nanmean(iou_per_class(cm, ignore_index))
-
-
-def mean_iou_torchmetrics(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255
-) -> float:
-    """Mean IoU via torchmetrics' ``multiclass_jaccard_index`` (``average="macro"``)."""
-    from torchmetrics.functional.classification import multiclass_jaccard_index
-
-    _check_label_maps(pred, target, num_classes, ignore_index, "mean_iou_torchmetrics")
-    value = multiclass_jaccard_index(
-        pred.reshape(-1).long(),
-        target.reshape(-1).long(),
-        num_classes=num_classes,
-        average="macro",
-        ignore_index=ignore_index,
-    )
-    return float(value.item())
-
-
-class ConfusionMatrix:
-    """Streaming confusion matrix for evaluating a large segmentation set batch by batch.
-
-    The running matrix (int64, rows = target, columns = pred) lives on the device of the first
-    batch passed to :meth:`update`.
-    """
-
-    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
-        _check_num_classes(num_classes, "ConfusionMatrix")
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise ValueError(f"ConfusionMatrix: ignore_index must be an int or None, got {ignore_index!r}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self._matrix: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        """Forget all accumulated counts."""
-        self._matrix = None
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> "ConfusionMatrix":
-        """Add one batch of integer label maps (any equal shapes); returns ``self``."""
-        cm = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
-        if self._matrix is None:
-            self._matrix = cm
-        else:
-            self._matrix += cm.to(self._matrix.device)
-        return self
-
-    @property
-    def matrix(self) -> torch.Tensor:
-        """The accumulated ``(C, C)`` int64 matrix (zeros on the CPU before any update)."""
-        if self._matrix is None:
-            return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
-        return self._matrix
-
-    def iou_per_class(self) -> torch.Tensor:
-        """Per-class IoU (float64, NaN for zero-union or ignored classes)."""
-        return iou_per_class(self.matrix, self.ignore_index)
-
-    def mean_iou(self) -> float:
-        """Mean IoU over classes with non-zero union; NaN before any scored pixel."""
-        return _nanmean(self.iou_per_class())
-
-    def pixel_accuracy(self) -> float:
-        """Fraction of scored pixels labelled correctly; NaN before any scored pixel."""
-        m = self.matrix
-        total = m.sum().item()
-        return m.diagonal().sum().item() / total if total else math.nan
+        return getattr(iou, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

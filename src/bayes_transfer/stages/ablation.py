@@ -1,10 +1,12 @@
 """The ablation stages behind the paper's Figs. 3a, 3b and 3d, and the pooled reliability diagrams of Fig. 9.
 
-* :func:`sweep_stage` refits one method at one training size for every seed while one hyper-parameter
+* :func:`ablation_stage` refits one method at one training size for every seed while one hyper-parameter
   walks over a list (``prior_rank`` for Fig. 3b, ``prior_scale`` = lambda for Fig. 3d). Every other value
-  is the one tuning selected for that method and size, so a sweep answers "what if only this changed".
-* :func:`landscape_stage` measures the downstream loss along the learned prior's top directions and
-  along random directions (Fig. 3a, see :mod:`bayes_transfer.stages.landscape`).
+  is the one tuning selected for that method and size, so an ablation answers "what if only this changed".
+  The lambda grid runs under each of ``ablations.lambda.conventions`` (:data:`LAMBDA_CONVENTIONS`): the exact
+  rescaling with the configured prior update, and the authors' device (METHOD_NOTES §5b).
+* Fig. 3a (the loss along the learned prior's top directions and random ones, BatchNorm recomputed at every
+  point, with the source-loss control) is :func:`bayes_transfer.stages.landscape.landscape_stage`.
 * :func:`pooled_reliability` pools the reliability bins of several runs (Fig. 9).
 """
 
@@ -14,105 +16,71 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
-from bayes_transfer.stages import landscape
-from bayes_transfer.device import get_device
-from bayes_transfer.stages.experiment import code_version, fit_stage, load_pretrained, load_task, training_subset
-from bayes_transfer.inference.methods import downstream_model
-from bayes_transfer.models.resnets import split_named_parameters
-from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.inference.prior_step import AUTHORS_CLIP_NORM
+from bayes_transfer.stages.experiment import fit_stage
+
+if TYPE_CHECKING:  # pandas is imported by the two table-making stages only (an ablation fit job never needs it)
+    import pandas as pd
 
 log = logging.getLogger("bayes_transfer.stages.ablation")
 
-#: the hyper-parameters a sweep may vary, and the figure each one belongs to
-SWEEP_KEYS = {"prior_rank": "Fig. 3b (rank)", "prior_scale": "Fig. 3d (rescaling lambda)"}
+#: the hyper-parameters an ablation may vary, and the figure each one belongs to
+ABLATION_KEYS = {"prior_rank": "Fig. 3b (rank)", "prior_scale": "Fig. 3d (rescaling lambda)"}
+
+#: the conventions the lambda ablation runs under, as the hyper-parameters they set over the selection:
+#: ``exact`` rescales the covariance to lambda Sigma and keeps the configured ``prior_update`` (default: the
+#: stable split) and ``grad_clip``; ``priorbox`` is the authors' code: variance lambda + 0.1, factor lambda,
+#: the whole prior gradient added explicitly and the gradient norm clipped to 2 before every step
+LAMBDA_CONVENTIONS = {
+    "exact": {"prior_convention": "exact"},
+    "priorbox": {"prior_convention": "priorbox", "prior_update": "explicit", "grad_clip": AUTHORS_CLIP_NORM},
+}
 
 
-def sweep_stage(method: str, n: int, pretraining: str, seeds: Sequence[int], key: str, values: Sequence,
+def convention_overrides(convention: str) -> dict:
+    """The hyper-parameters of one of :data:`LAMBDA_CONVENTIONS` (ValueError naming the known ones)."""
+    if convention not in LAMBDA_CONVENTIONS:
+        raise ValueError(f"unknown prior convention {convention!r} (ablations.lambda.conventions); known: "
+                         f"{', '.join(LAMBDA_CONVENTIONS)}")
+    return dict(LAMBDA_CONVENTIONS[convention])
+
+
+def ablation_stage(method: str, n: int, pretraining: str, seeds: Sequence[int], key: str, values: Sequence,
                 outs: Sequence[Sequence[str]], *, checkpoint: str, prior_path: str | None,
                 tuning_path: str | None, data_cfg: Mapping, model_cfg: Mapping, train_cfg: Mapping,
-                fixed: Mapping | None = None, device: str | None = None) -> list[dict]:
-    """For each value of ``key``: fit every seed with ``{key: value} | fixed`` overriding the selection.
+                fixed: Mapping | None = None, convention: str | None = None, device: str | None = None
+                ) -> list[dict]:
+    """For each value of ``key``: fit every seed with ``{key: value} | fixed`` overriding the selection, and
+    the settings of ``convention`` (one of :data:`LAMBDA_CONVENTIONS`) if given.
 
     ``outs[i][j]`` is the result file of ``values[i]`` and ``seeds[j]``.
     """
-    if key not in SWEEP_KEYS:
-        raise ValueError(f"sweep_stage: cannot sweep {key!r}; sweepable: {', '.join(SWEEP_KEYS)}")
+    if key not in ABLATION_KEYS:
+        raise ValueError(f"ablation_stage: cannot vary {key!r}; one of: {', '.join(ABLATION_KEYS)}")
     if len(outs) != len(values) or any(len(o) != len(seeds) for o in outs):
-        raise ValueError("sweep_stage: one list of per-seed output paths per swept value is needed")
+        raise ValueError("ablation_stage: one list of per-seed output paths per swept value is needed")
     records = []
     for value, value_outs in zip(values, outs):
         t0 = time.perf_counter()
-        overrides = dict(fixed or {}) | {key: value}
+        overrides = dict(fixed or {}) | (convention_overrides(convention) if convention else {}) | {key: value}
         records += fit_stage(method, n, pretraining, list(seeds), checkpoint=checkpoint, prior_path=prior_path,
                              tuning_path=tuning_path, data_cfg=data_cfg, model_cfg=model_cfg,
                              train_cfg=train_cfg, outs=list(value_outs), overrides=overrides, device=device)
-        log.info("sweep %s %s=%s: %d runs in %.1f s", method, key, value, len(seeds), time.perf_counter() - t0)
+        log.info("ablation %s %s=%s%s: %d runs in %.1f s", method, key, value,
+                 f" ({convention} convention)" if convention else "", len(seeds), time.perf_counter() - t0)
     return records
-
-
-def landscape_stage(pretraining: str, seeds: Sequence[int], *, checkpoint: str, prior_path: str,
-                    data_cfg: Mapping, model_cfg: Mapping, cfg: Mapping, out: str,
-                    device: str | None = None) -> pd.DataFrame:
-    """Test loss along the prior's top directions and random ones, for each seed; one tidy CSV.
-
-    ``cfg`` keys: ``n_train`` (downstream examples the linear head is trained on; the seed draws them),
-    ``prior_directions``, ``random_directions``, ``max_distance``, ``points``, ``head_weight_decay``.
-    Columns: pretraining, seed, direction_type (prior|random), direction, distance, loss.
-    """
-    task = load_task(data_cfg)
-    dev = get_device(device)
-    state = load_pretrained(checkpoint)["state_dict"]
-    prior = GaussianPrior.load(prior_path)
-    top = landscape.prior_directions(prior, int(cfg["prior_directions"]))
-    distances = np.linspace(-float(cfg["max_distance"]), float(cfg["max_distance"]), int(cfg["points"]))
-    test_x, test_y = _tensors(task, task.test)
-    rows = []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        model = downstream_model(model_cfg["arch"], state, task.num_classes, seed, model_cfg.get("kwargs")).to(dev)
-        model.eval()
-        backbone, _ = split_named_parameters(model)
-        prior.check_params(backbone)
-        train_x, train_y = _tensors(task, training_subset(task, int(cfg["n_train"]), seed))
-        with torch.no_grad():
-            feats = model.features(train_x.to(dev))
-        head = landscape.train_linear_head(feats.cpu(), train_y, task.num_classes,
-                                           weight_decay=float(cfg["head_weight_decay"])).to(dev)
-        gen = torch.Generator().manual_seed(int(seed))
-        theta = {k: v.detach().cpu() for k, v in backbone.items()}
-        directions = [("prior", i, d) for i, d in enumerate(top)]
-        directions += [("random", i, d) for i, d in
-                       enumerate(landscape.random_directions(theta, int(cfg["random_directions"]), gen))]
-        for kind, i, d in directions:
-            d = landscape.filter_normalise(d, theta)
-            losses = landscape.loss_along(model, head, d, distances, test_x.to(dev), test_y.to(dev))
-            rows += [{"pretraining": pretraining, "seed": int(seed), "direction_type": kind, "direction": i,
-                      "distance": float(t), "loss": float(v)} for t, v in zip(distances, losses)]
-        log.info("landscape %s seed %d: %d directions in %.1f s", pretraining, seed, len(directions),
-                 time.perf_counter() - t0)
-    table = pd.DataFrame(rows)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    table.attrs["code_version"] = code_version()
-    table.to_csv(out, index=False)
-    return table
-
-
-def _tensors(task, ds) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(ds, torch.utils.data.TensorDataset):
-        return ds.tensors[0], ds.tensors[1].long()
-    xs, ys = zip(*(ds[i] for i in range(len(ds))))
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
 
 def pooled_reliability(paths: Sequence[str | Path], eval_set: str = "test") -> pd.DataFrame:
     """Reliability bins of several runs (e.g. one method's seeds) pooled: counts add up, accuracy and
     confidence are count-weighted. Failed runs are skipped and counted in the ``n_failed`` column."""
+    import pandas as pd
+
     total, n_runs, n_failed = None, 0, 0
     for path in paths:
         rec = json.loads(Path(path).read_text())

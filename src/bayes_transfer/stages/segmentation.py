@@ -30,10 +30,14 @@ import pandas as pd
 from torch.utils.data import Dataset
 
 from bayes_transfer.device import get_device
-from bayes_transfer.stages.experiment import code_version, write_json
+from bayes_transfer.integrity import input_checksums
+from bayes_transfer.io import write_json
+from bayes_transfer.stages.experiment import code_version
 from bayes_transfer.priors.gaussian import GaussianPrior
-from bayes_transfer.segmentation import (SEGMENTATION_METHODS, ModelSpec, SegHyper, build_segmentation_model,
-                           fit_segmentation, load_pretrained_backbone, read_backbone_checkpoint)
+from bayes_transfer.inference.segmentation import SEGMENTATION_METHODS, SegmentationHyper, fit_segmentation
+from bayes_transfer.inference.state import Checkpointing, remove_checkpoints, state_path
+from bayes_transfer.models.deeplab import (ModelSpec, build_segmentation_model, load_pretrained_backbone,
+                                           read_backbone_checkpoint)
 
 log = logging.getLogger("bayes_transfer.stages.segmentation")
 
@@ -93,12 +97,11 @@ def segmentation_stage(dataset: str, backbone: str, pretraining: str, method: st
 
     ``backbone`` is the paper's column (resnet50 / resnet101) the run fills, ``backbone_model`` the
     architecture actually used (``{"arch", "kwargs"}``; on the embedded default a small_resnet stand-in).
-    ``checkpoint_every > 0`` (paper scale): each run's state is saved to ``<out>.ckpt`` every that many
+    ``checkpoint_every > 0`` (paper scale): each run's state is saved to ``<out>.fit0.ckpt`` every that many
     iterations and its result when it finishes, so a job resubmitted after a time limit skips finished seeds
-    and continues the unfinished one; the state files are removed once every output is written.
+    and continues the unfinished one with the same numbers (on the CPU) as an uninterrupted run; the state
+    files are removed once every output is written.
     """
-    from bayes_transfer.inference.loop import load_matching_state, save_state
-
     if method not in SEGMENTATION_METHODS:
         raise ValueError(f"unknown segmentation method {method!r}; known: {', '.join(SEGMENTATION_METHODS)}")
     if len(outs) != len(seeds):
@@ -110,30 +113,23 @@ def segmentation_stage(dataset: str, backbone: str, pretraining: str, method: st
     dev = get_device(device)
     state = read_backbone_checkpoint(checkpoint)
     prior = GaussianPrior.load(prior_path) if learned else None
-    hp = SegHyper.from_dict(dict(train_cfg) | {"lr": dataset_cfg["lr"]})
+    hp = SegmentationHyper.from_dict(dict(train_cfg) | {"lr": dataset_cfg["lr"]})
     spec = model_spec(backbone_model, model_cfg, task.num_classes)
     results = []
     import torch
 
     for seed, out in zip(seeds, outs):
         t0 = time.perf_counter()
-        state_path = f"{out}.ckpt" if checkpoint_every > 0 else None
+        # what the fit cannot see of its inputs: the data, the network and the files
         key = {"dataset": dataset, "dataset_cfg": dict(dataset_cfg), "backbone_model": dict(backbone_model),
-               "model": dict(model_cfg), "hyper": hp.to_dict(), "method": method, "seed": seed,
-               "checkpoint": str(checkpoint), "prior": str(prior_path) if learned else None}
-        done = load_matching_state(state_path, key) if state_path else None
-        if done is not None and "record" in done:
-            write_json(out, done["record"])
-            results.append(done["record"])
-            log.info("segment %s %s %s %s seed=%d: finished before, result taken from %s", dataset, backbone,
-                     pretraining, method, seed, state_path)
-            continue
+               "model": dict(model_cfg), "checkpoint": str(checkpoint), "prior": str(prior_path) if learned else None}
+        resume = Checkpointing(state_path(out), checkpoint_every, key) if checkpoint_every > 0 else None
         torch.manual_seed(seed)
         model = build_segmentation_model(spec)
         loaded = load_pretrained_backbone(model, state)
         res = fit_segmentation(model, task.train, task.eval, method=method, hp=hp, num_classes=task.num_classes,
                                learned_prior=prior, seed=seed, device=dev, desc=f"{dataset}/{backbone}/{method}",
-                               state_path=state_path, checkpoint_every=checkpoint_every, state_key=key)
+                               checkpoint=resume)
         record = {
             "task": "segmentation", "dataset": task.name, "backbone": backbone, "arch": spec.arch,
             "arch_kwargs": spec.arch_kwargs, "pretraining": pretraining, "method": method,
@@ -149,14 +145,16 @@ def segmentation_stage(dataset: str, backbone: str, pretraining: str, method: st
             "diagnostics": res.diagnostics(), "history": res.history,
             "code_version": code_version(), "wall_time_s": time.perf_counter() - t0,
         }
+        # integrity (bayes_transfer.integrity): the checksums of what this result was computed from
+        record["inputs"] = input_checksums({"dataset": dataset_cfg, "model": model_cfg,
+                                            "backbone_model": backbone_model, "train": train_cfg},
+                                           checkpoint=checkpoint, prior=prior_path if learned else None)
         write_json(out, record)
-        if state_path:
-            save_state({"key": key, "record": record}, state_path)
         results.append(record)
         log.info("segment %s %s %s %s seed=%d success=%s miou=%s (%.1f s)", dataset, backbone, pretraining, method,
                  seed, res.success, round(res.metrics["miou"], 4) if res.success else None, record["wall_time_s"])
     for out in outs:
-        Path(f"{out}.ckpt").unlink(missing_ok=True)
+        remove_checkpoints(out)
     return results
 
 
@@ -166,19 +164,17 @@ RUN_COLUMNS = ["dataset", "backbone", "arch", "pretraining", "method", "seed", "
 
 
 def tidy_segmentation_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: metric ``miou`` (fraction in [0, 1]); failed runs have value NaN and their reason."""
-    import json
+    """One row per run: metric ``miou`` (fraction in [0, 1]); failed runs have value NaN and their reason.
+    Runs of one (dataset, backbone, pretraining) computed from different checkpoint or prior files are refused
+    (:func:`bayes_transfer.integrity.check_consistent_inputs`)."""
+    from bayes_transfer.integrity import check_consistent_inputs
+    from bayes_transfer.results.aggregate import read_result
 
-    rows = []
+    rows, records = [], []
     for path in paths:
-        try:
-            rec = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable segmentation result ({err})") from err
-        keys = ("dataset", "backbone", "arch", "pretraining", "method", "seed", "success")
-        missing = [k for k in keys if k not in rec]
-        if missing:
-            raise ValueError(f"{path}: segmentation result lacks keys {missing}")
+        rec = read_result(path, ("dataset", "backbone", "arch", "pretraining", "method", "seed", "success"),
+                          "segmentation")
+        records.append((path, rec))
         value = float("nan")
         if rec["success"]:
             value = float(rec["metrics"][rec["eval_set"]]["miou"])
@@ -187,6 +183,7 @@ def tidy_segmentation_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
                      "success": bool(rec["success"]), "reason": rec.get("reason", ""), "metric": "miou",
                      "value": value, "eval_set": rec.get("eval_set"), "n_train": rec.get("n_train"),
                      "inference": rec.get("inference"), "wall_time_s": rec.get("wall_time_s"), "path": str(path)})
+    check_consistent_inputs(records, key=("dataset", "backbone", "pretraining"))
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 

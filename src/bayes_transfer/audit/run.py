@@ -1,0 +1,78 @@
+"""The whole audit: read the tidy tables the workflow produced, compare cells with the paper, evaluate the
+claims, and write every output file (:data:`OUTPUTS`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from bayes_transfer.audit import render
+from bayes_transfer.audit.cells import compare_cells, our_cells
+from bayes_transfer.audit.claims import evaluate_claims
+from bayes_transfer.audit.settings import AuditSettings
+from bayes_transfer.audit.stats import PowerFn
+
+OUTPUTS = ("cells_csv", "cells_md", "cells_html", "claims_csv", "claims_md", "claims_html", "overview_html",
+           "parts_csv", "pairs_csv", "strata_csv")
+
+
+def run_audit(tables: Mapping[str, pd.DataFrame | None], settings: AuditSettings | None = None,
+              published: pd.DataFrame | None = None, report: pd.DataFrame | None = None,
+              power: PowerFn | None = None) -> dict:
+    """The per-cell table and the claims over the given tidy tables (keys as in extract.TABLE_FILES;
+    None = not produced by this config). ``published``/``report`` default to the package's reference data;
+    ``power``: the power analysis of each part (see :data:`bayes_transfer.audit.stats.PowerFn`)."""
+    from bayes_transfer.audit import reference
+
+    settings = settings or AuditSettings()
+    published = reference.published_results() if published is None else published
+    report = reference.report_verdicts() if report is None else report
+    cells = compare_cells(published, our_cells(tables.get("runs"), tables.get("segmentation")))
+    return {"cells": cells, **evaluate_claims(tables, settings, report, power)}
+
+
+def write_audit(result: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | Path],
+                settings: AuditSettings | None = None) -> None:
+    """Write the audit's files; ``outputs`` maps names in :data:`OUTPUTS` to paths (missing names are skipped)."""
+    settings = settings or AuditSettings()
+    texts = {
+        "cells_md": lambda: render.cells_markdown(result["cells"]),
+        "cells_html": lambda: render.cells_html(result["cells"]),
+        "claims_md": lambda: render.claims_markdown(result, settings),
+        "claims_html": lambda: render.claims_html(result, settings),
+        "overview_html": lambda: render.claims_fragment(result, settings),
+    }
+    tables = {"cells_csv": "cells", "claims_csv": "claims", "parts_csv": "parts", "pairs_csv": "pairs",
+              "strata_csv": "strata"}
+    unknown = set(outputs) - set(OUTPUTS)
+    if unknown:
+        raise ValueError(f"unknown audit outputs {sorted(unknown)}; expected some of {list(OUTPUTS)}")
+    for name, path in outputs.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if name in tables:
+            result[tables[name]].to_csv(path, index=False)
+        else:
+            Path(path).write_text(texts[name]())
+
+
+def read_tables(paths: Mapping[str, str | Path | None]) -> dict[str, pd.DataFrame | None]:
+    """Read the tidy tables the workflow produced; a name mapped to None (or absent) stays None."""
+    out = {}
+    for name, path in paths.items():
+        if path is None:
+            out[name] = None
+            continue
+        try:
+            out[name] = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError) as err:
+            raise ValueError(f"{path}: not a readable table ({err})") from err
+        except pd.errors.EmptyDataError:
+            out[name] = pd.DataFrame()
+    seg = out.get("segmentation")
+    if seg is not None and "backbone" in seg.columns:
+        # the paper's backbone column (resnet50 / resnet101) identifies a segmentation setting; the network
+        # that filled it (``arch``, e.g. a small stand-in in the embedded default) may be the same for both
+        out["segmentation"] = seg.drop(columns=["arch"], errors="ignore").rename(columns={"backbone": "arch"})
+    return out
