@@ -24,7 +24,7 @@ import torch
 from bayes_transfer.inference.prior_step import AUTHORS_CLIP_NORM
 from bayes_transfer.stages.experiment import fit_stage
 
-if TYPE_CHECKING:  # pandas is imported by the two table-making stages only (an ablation fit job never needs it)
+if TYPE_CHECKING:  # pandas is imported by pooled_reliability only (an ablation fit job never needs it)
     import pandas as pd
 
 log = logging.getLogger("bayes_transfer.stages.ablation")

@@ -1,0 +1,1 @@
+"""Results: metrics, tidy tables and summaries, figures."""
