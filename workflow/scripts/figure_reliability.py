@@ -6,7 +6,7 @@ import pandas as pd
 from bayes_transfer.stages.ablation import pooled_reliability
 from bayes_transfer.logs import job_log
 from bayes_transfer.results import html
-from bayes_transfer.results.plots import reliability_diagrams
+from bayes_transfer.results.reliability import reliability_diagrams
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 runs = list(snakemake.input.runs)

@@ -8,7 +8,7 @@
    read as YAML (``'10'`` -> 10, ``'1e-3'`` -> 0.001, ``'null'`` -> None); a key the schema leaves untyped (the
    values of ``tuning.grids``, ``model.kwargs``) is read the same way.
 2. **Validated, defaults set.** Every problem the schema finds is one line naming the key, what was expected and
-   the value given; a missing key gets the schema's default (the dataclass default, tests/test_config.py).
+   the value given; a missing key gets the schema's default (the dataclass default, tests/unit/config/test_config.py).
 3. **Dependent defaults.** Keys whose schema default is ``null`` "follows" take their value from the lists they
    depend on (:func:`apply_dependent_defaults`), so overriding ``pretrainings`` or ``sizes`` keeps them valid.
 4. **Checked** beyond the schema (:mod:`bayes_transfer.config.check`), again one line per problem.

@@ -85,7 +85,7 @@ def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
 
     Read straight from the file scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``, the file
     behind ``sklearn.datasets.load_digits``) without importing scikit-learn, which costs seconds per
-    process; ``tests/test_data.py`` checks the result equals ``load_digits()``.
+    process; ``tests/unit/data/test_data.py`` checks the result equals ``load_digits()``.
     """
     import importlib.util
 

@@ -1,6 +1,6 @@
 """Stochastic-gradient MCMC samplers and the cyclical schedule (cSG-MCMC).
 
-Convention (tested in tests/test_samplers.py): the gradients in ``p.grad`` are those of the *mean
+Convention (tested in tests/unit/inference/test_samplers.py): the gradients in ``p.grad`` are those of the *mean
 per-datum potential* ``U(theta) / N`` (the usual mean loss plus the prior's negative log-density divided
 by ``N``), and in the small-learning-rate limit both samplers leave ``exp(-U(theta) / T)`` invariant.
 

@@ -154,7 +154,7 @@ def ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
     ``ECE = sum_b (n_b / N) |accuracy_b - mean confidence_b|`` over the bins ``[i / n_bins, (i + 1) / n_bins)``
     of the top-1 confidence, with a confidence of exactly 1.0 in a bin of its own, computed in float32:
     torchmetrics' ``multiclass_calibration_error(norm="l1")`` convention, whose value this reproduces to the
-    bit (``tests/test_metrics.py`` checks it) without importing torchmetrics, which costs a training job
+    bit (``tests/unit/results/test_metrics.py`` checks it) without importing torchmetrics, which costs a training job
     seconds of start-up. :func:`reliability_bins` uses ``(lo, hi]`` in float64, so the two only differ when
     a confidence falls exactly on a bin edge.
     """

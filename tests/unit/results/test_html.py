@@ -14,7 +14,7 @@ import yaml
 
 from bayes_transfer.results import html
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cells(page: str) -> list[list[str]]:

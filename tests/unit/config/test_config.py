@@ -18,7 +18,7 @@ from bayes_transfer.config.experiments import merged
 from bayes_transfer.config.schema import (SCHEMA_PATH, apply_dependent_defaults, coerce_strings, load_schema,
                                           parse_string, prepare_config, resolve)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _dataclass_sections():

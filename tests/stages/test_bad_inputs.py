@@ -29,7 +29,7 @@ from bayes_transfer.integrity import IntegrityError, stamp
 from bayes_transfer.io import save_torch, write_json
 from bayes_transfer.priors.gaussian import GaussianPrior, PriorMismatchError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
 PAPER = merged(copy.deepcopy(DEFAULT), yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text()))
 

@@ -16,7 +16,7 @@ import yaml
 from bayes_transfer.config.experiments import merged, sweep_experiments
 from bayes_transfer.config.schema import prepare_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: the paper's data sizes (appendix B.1; Tables 2-13)
 PAPER_SIZES = {

@@ -3,8 +3,8 @@ screenshotted, and checked through the rendered DOM (the claims table and its co
 (the verdict cells' colours are drawn). Skipped, with the reason, where Chromium is missing and cannot be
 installed (set BAYES_TRANSFER_NO_INSTALL=1 to never try `apt-get install chromium`).
 
-It feeds synthetic tidy tables (tests/test_audit.py's builders) to the audit rule alone; the end-to-end smoke
-test in tests/test_workflow.py builds the report of a real run and checks that every figure is in it.
+It feeds synthetic tidy tables (tests/unit/audit/test_audit.py's builders) to the audit rule alone; the end-to-end smoke
+test in tests/workflow/test_workflow.py builds the report of a real run and checks that every figure is in it.
 """
 
 import json
@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "audit"))  # the synthetic tables of test_audit.py
 import screenshot_report as shot
 from test_audit import base_error, lambda_table, landscape_table, make_runs, rank_table, segmentation_table
 

@@ -4,7 +4,7 @@ it is clearly true (supported), clearly false (contradicted), equivalent (no rel
 
 The synthetic tables follow the tidy-table contract of results/tables/*.csv (one row per run x eval set x metric;
 a failed run is one row with success False and no value). The same seed shares a "subsample effect" across
-methods, as in the real runs, which is what the paired tests exploit. tests/test_report.py reuses the builders.
+methods, as in the real runs, which is what the paired tests exploit. tests/workflow/test_report.py reuses the builders.
 """
 
 import hashlib
@@ -26,7 +26,7 @@ from bayes_transfer.audit.run import OUTPUTS, read_tables, run_audit, write_audi
 from bayes_transfer.audit.settings import DEFAULT_MIN_EFFECT, AuditSettings
 from bayes_transfer.audit.stats import VERDICTS, combine, holm, paired_test
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SEEDS = [0, 1, 2, 3, 4]
 SIZES = [10, 50, 250]
 METHODS = ["sgd_transfer", "sgd_learned_prior", "bnn_learned_prior", "bnn_isotropic_prior", "sgd_ensemble"]

@@ -13,7 +13,7 @@ from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
 
 from bayes_transfer.inference.methods import METHODS, TABLE_METHODS
-from bayes_transfer.results import plots
+from bayes_transfer.results import plots, reliability
 
 SIZES = [10, 25, 100, 250, 1000]
 
@@ -85,7 +85,7 @@ def all_figures(tmp_path):
                                        "prior_scale", tmp_path / "fig3d.png", logx=True, xlabel="prior rescaling λ",
                                        title="lambda (± 1 SE)"),
         "fig3a": plots.landscape_plot(landscape(), tmp_path / "fig3a.png", title="loss along directions (± 1 SE)"),
-        "fig9": plots.reliability_diagrams(reliability_bins(), tmp_path / "fig9.png", title="reliability"),
+        "fig9": reliability.reliability_diagrams(reliability_bins(), tmp_path / "fig9.png", title="reliability"),
     }
 
 
@@ -275,10 +275,10 @@ def test_bulk_upper_limit_is_tukeys_far_out_fence():
 def test_pooled_ece_known_answer():
     bins = reliability_bins()
     # sgd_transfer: (10 * |0.5 - 0.6| + 30 * |0.9 - 0.8|) / 40 = 0.1; bnn: (20 * 0 + 20 * 0.2) / 40 = 0.1
-    assert plots.pooled_ece(bins[bins.method == "sgd_transfer"]) == pytest.approx(0.1)
+    assert reliability.pooled_ece(bins[bins.method == "sgd_transfer"]) == pytest.approx(0.1)
     bnn = bins[bins.method == "bnn_learned_prior"].assign(accuracy=[np.nan, 0.5, 0.6])
-    assert plots.pooled_ece(bnn) == pytest.approx((20 * 0.0 + 20 * 0.3) / 40)
-    assert math.isnan(plots.pooled_ece(bins.assign(count=0)))
+    assert reliability.pooled_ece(bnn) == pytest.approx((20 * 0.0 + 20 * 0.3) / 40)
+    assert math.isnan(reliability.pooled_ece(bins.assign(count=0)))
 
 
 def test_fig9_panels_print_bin_counts_ece_and_failures(figures):

@@ -22,7 +22,7 @@ from bayes_transfer.inference.segmentation import SEGMENTATION_METHODS, Segmenta
 from bayes_transfer.models.deeplab import (ModelSpec, backbone_parameters, bind_backbone_prior,
                                            build_segmentation_model, head_parameters, load_pretrained_backbone)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ModelSpec("small_resnet", 6, {}, 16, (1, 2, 3), 8, True, 0.1)
 FAST = SegmentationHyper(steps=6, batch_size=4, lr=0.1, samples_per_cycle=2, exploration_fraction=0.5, log_every=2,
                          prior_scale=1e6, eval_batch_size=8)

@@ -337,7 +337,7 @@ def _paper_data_cfg(name, root, shifted=None):
     """The ``data`` section of configs/paper.yaml (and its sweep experiments), at a small resolution."""
     import yaml
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "paper.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[3] / "configs" / "paper.yaml").read_text())
     data = dict(cfg["data"])
     data.update(cfg["sweep"]["experiments"].get(f"{name}_resnet50", {}).get("data", {}))
     assert data["dataset"] == name

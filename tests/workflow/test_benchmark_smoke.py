@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_overhead.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prior_overhead.py"
 
 
 @pytest.mark.slow
@@ -44,8 +44,8 @@ def test_prior_overhead_quick(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- gpu_hours.py
-GPU_HOURS = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_hours.py"
-PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
+GPU_HOURS = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_hours.py"
+PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper.yaml"
 
 
 def _gpu_hours_json(*args) -> dict:

@@ -23,7 +23,7 @@ from bayes_transfer.inference.batches import BatchStream
 from bayes_transfer.inference.loop import Hyper, fit
 from bayes_transfer.inference.state import Checkpointing, remove_checkpoints, resumable, state_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Killed(BaseException):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 MAX_README_LINES = 150
@@ -51,7 +51,7 @@ SKIPPED = {
     ".venv/bin/python -m bayes_transfer demo":
         "~40 s of training; `demo --quick`, a README command, runs the same code",
     ".venv/bin/snakemake --report results/report.html":
-        "needs a finished run; tests/test_report.py builds the report of a smoke run",
+        "needs a finished run; tests/workflow/test_report.py builds the report of a smoke run",
 }
 
 #: what the command may need beside the workflow (Snakefile, configs, workflow/)
@@ -97,11 +97,11 @@ def test_readme_is_short_and_has_commands():
 def test_every_readme_command_is_run_or_skipped_for_a_reason():
     unclassified = [c for c in COMMANDS if classify(c) == "unclassified"]
     assert not unclassified, (
-        "README commands that tests/test_readme.py neither runs nor skips; add each to RUN_AS_WRITTEN, "
+        "README commands that tests/workflow/test_readme.py neither runs nor skips; add each to RUN_AS_WRITTEN, "
         f"DRY_RUN_INSTEAD or SKIPPED: {unclassified}")
     listed = set(RUN_AS_WRITTEN) | set(DRY_RUN_INSTEAD) | set(SKIPPED)
     stale = sorted(listed - set(COMMANDS))
-    assert not stale, f"tests/test_readme.py lists commands that README.md no longer has: {stale}"
+    assert not stale, f"tests/workflow/test_readme.py lists commands that README.md no longer has: {stale}"
 
 
 def test_readme_uses_the_venv_everywhere():
