@@ -82,8 +82,8 @@ def test_every_paper_stage_runs_two_steps(paper_root, tmp_path, no_md5):
         reference = torch.load(weights["path"], weights_only=True)
         reference = {k.removeprefix("module."): v for k, v in reference.get("state_dict", reference).items()}
         assert torch.equal(state["layer4.1.conv2.weight"], reference["layer4.1.conv2.weight"])
-        # rule learn_prior (prior.source swag): 2 cycles of 2 steps on the source task, ImageNet
-        swag = {"cycles": 2, "steps_per_cycle": 2, "batch_size": 4, "max_rank": 2, "lr": 0.01}
+        # rule learn_prior (prior.source swag): 3 cycles of 2 steps (the first is burn-in) on the source task, ImageNet
+        swag = {"cycles": 3, "steps_per_cycle": 2, "batch_size": 4, "max_rank": 2, "lr": 0.01}
         prior = source.prior_stage(pretraining, str(ckpt), data_cfg, model_cfg, swag,
                                        str(res / "priors" / f"{pretraining}.pt"))
         assert prior.metadata["source_task"] == "imagenet" and prior.metadata["n_snapshots"] == 2
