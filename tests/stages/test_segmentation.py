@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from bayes_transfer.results import metrics
+from bayes_transfer.results import iou
 from bayes_transfer.data.scenes import SceneConfig, load_digit_scenes
 from bayes_transfer.models.resnets import build_model, split_named_parameters
 from bayes_transfer.priors.gaussian import GaussianPrior, PriorMismatchError
@@ -40,11 +40,11 @@ HAND_MIOU = (2 / 4 + 3 / 5 + 2 / 4) / 3
 
 
 def test_mean_iou_matches_hand_computed_confusion_matrix_with_ignore_label():
-    assert torch.equal(metrics.confusion_matrix(PRED, TARGET, 4, ignore_index=255), HAND_CM)
-    assert metrics.mean_iou(PRED, TARGET, 4) == pytest.approx(HAND_MIOU, abs=1e-12)
-    assert metrics.mean_iou_torchmetrics(PRED, TARGET, 4, ignore_index=255) == pytest.approx(HAND_MIOU, abs=1e-6)
+    assert torch.equal(iou.confusion_matrix(PRED, TARGET, 4, ignore_index=255), HAND_CM)
+    assert iou.mean_iou(PRED, TARGET, 4) == pytest.approx(HAND_MIOU, abs=1e-12)
+    assert iou.mean_iou_torchmetrics(PRED, TARGET, 4, ignore_index=255) == pytest.approx(HAND_MIOU, abs=1e-6)
     # the ignored pixels are predicted wrongly (2 and 0): counting them would lower every IoU involved
-    assert metrics.mean_iou(PRED, TARGET.masked_fill(TARGET == 255, 1), 4) < HAND_MIOU - 0.05
+    assert iou.mean_iou(PRED, TARGET.masked_fill(TARGET == 255, 1), 4) < HAND_MIOU - 0.05
 
 
 class OneHotLogits(nn.Module):

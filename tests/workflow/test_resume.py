@@ -16,12 +16,12 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from bayes_transfer.priors.learning import SWAGConfig, learn_prior
-from bayes_transfer.models.resnets import build_model, split_named_parameters
-from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.models.resnets import build_model
 from bayes_transfer.objectives.pretrain import PretrainConfig, SourceObjective, pretrain
 from bayes_transfer.inference.batches import BatchStream
 from bayes_transfer.inference.loop import Hyper, fit
 from bayes_transfer.inference.state import Checkpointing, remove_checkpoints, resumable, state_path
+from stiff_prior import stiff_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,16 +51,7 @@ class NoisyImages(Dataset):
         return x + 0.1 * torch.randn(x.shape), int(y)
 
 
-def _stiff_prior(model):
-    """A learned-looking prior over the backbone whose variances span 8 decades (the split optimizers' case)."""
-    backbone, _ = split_named_parameters(model)
-    g = torch.Generator().manual_seed(5)
-    mean = torch.cat([p.detach().reshape(-1) for p in backbone.values()])
-    d = mean.numel()
-    variance = 10.0 ** (-9.0 + 8.0 * torch.rand(d, generator=g))
-    factor = 0.5 * torch.randn(2, d, generator=g) * variance.sqrt()
-    return GaussianPrior(mean + 0.01 * torch.randn(d, generator=g), variance, factor, list(backbone),
-                         [tuple(p.shape) for p in backbone.values()])
+_stiff_prior = stiff_prior
 
 
 def _fit(train, inference, prefix=None, kill_at=None, every=4, checkpoint=None, prior=False, nesterov=False):

@@ -3,7 +3,7 @@
 The predictive probabilities of the kept samples are averaged per pixel (SGD: the final model alone), the
 arg-max is scored with torchmetrics' ``MulticlassJaccardIndex`` (macro mean over classes present in target
 or prediction, ``ignore_index`` 255) accumulated over the whole evaluation set, and cross-checked against
-our own streaming :class:`~bayes_transfer.results.metrics.ConfusionMatrix`. The average is taken batch by
+our own streaming :class:`~bayes_transfer.results.iou.ConfusionMatrix`. The average is taken batch by
 batch on the device, not with :class:`~bayes_transfer.inference.bma.BayesianModelAverage` (which keeps
 float64 copies of a whole evaluation set: ~45 GB of probabilities for Pascal VOC val), so the chain keeps
 its samples' state dicts (:class:`PixelAverage`) and scores them once it has finished.
@@ -38,7 +38,8 @@ def evaluate(model: nn.Module, samples: Sequence[Mapping[str, Tensor]], eval_set
     """
     from torchmetrics.classification import MulticlassJaccardIndex
 
-    from bayes_transfer.results.metrics import PROB_FLOOR, ConfusionMatrix
+    from bayes_transfer.results.iou import ConfusionMatrix
+    from bayes_transfer.results.metrics import PROB_FLOOR
 
     if not samples:
         raise ValueError("evaluate: no samples to average")

@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from bayes_transfer.inference.samplers import _check
 from bayes_transfer.priors.bound import BoundPrior
 from bayes_transfer.priors.gaussian import GaussianPrior
 
@@ -182,10 +183,7 @@ class ProximalSGD(_DiagonalOptimizer):
 
 class _Sampler(_DiagonalOptimizer):
     def __init__(self, params, defaults: dict, diagonal):
-        if not (isinstance(defaults["num_data"], int) and defaults["num_data"] > 0):
-            raise ValueError(f"num_data must be a positive int, got {defaults['num_data']!r}")
-        if not defaults["temperature"] >= 0:
-            raise ValueError(f"temperature must be >= 0, got {defaults['temperature']!r}")
+        _check(defaults["lr"], defaults["num_data"], defaults["temperature"])
         super().__init__(params, defaults | {"noise": True}, diagonal)
 
     @torch.no_grad()

@@ -35,7 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from bayes_transfer.models.resnets import SmallResNet, load_backbone_state
-from bayes_transfer.priors.gaussian import BoundPrior, GaussianPrior
+from bayes_transfer.priors.bound import BoundPrior
+from bayes_transfer.priors.gaussian import GaussianPrior
 
 ENCODER_PREFIX = "encoder."
 SMP_ARCHS = ("resnet18", "resnet50", "resnet101")  # resnet18: fast tests of the smp path

@@ -385,12 +385,3 @@ class GaussianPrior:
         from bayes_transfer.priors.priorbox import write_priorbox
 
         write_priorbox(self, prefix, model_state)
-
-
-def __getattr__(name: str):
-    # BoundPrior lives in bayes_transfer.priors.bound (which imports this module); the old import path resolves
-    if name == "BoundPrior":
-        from bayes_transfer.priors.bound import BoundPrior
-
-        return BoundPrior
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -256,18 +256,3 @@ def classification_metrics(
     if per_class:
         out["per_class_accuracy"] = pca.tolist()
     return out
-
-
-#: the segmentation metrics that lived here before they moved to :mod:`bayes_transfer.results.iou`
-_MOVED_TO_IOU = frozenset(
-    {"confusion_matrix", "iou_per_class", "mean_iou", "mean_iou_torchmetrics", "ConfusionMatrix"}
-)
-
-
-def __getattr__(name: str):
-    # the old names keep resolving (lazily: results.iou imports this module's checks)
-    if name in _MOVED_TO_IOU:
-        from bayes_transfer.results import iou
-
-        return getattr(iou, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

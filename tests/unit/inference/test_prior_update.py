@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from bayes_transfer.inference.loop import Hyper, explicit_stiffness, fit
 from bayes_transfer.models.resnets import build_model, split_named_parameters
-from bayes_transfer.priors.gaussian import GaussianPrior
+from stiff_prior import stiff_prior
 
 N = 48
 LAMBDAS = [10.0 ** e for e in range(0, 9, 2)]  # 1 .. 1e8
@@ -27,15 +27,7 @@ def _data(n, seed):
     return TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g))
 
 
-def _prior(model):
-    backbone, _ = split_named_parameters(model)
-    g = torch.Generator().manual_seed(5)
-    mean = torch.cat([p.detach().reshape(-1) for p in backbone.values()])
-    d = mean.numel()
-    variance = 10.0 ** (-9.0 + 8.0 * torch.rand(d, generator=g))
-    factor = 0.5 * torch.randn(2, d, generator=g) * variance.sqrt()
-    return GaussianPrior(mean + 0.01 * torch.randn(d, generator=g), variance, factor, list(backbone),
-                         [tuple(p.shape) for p in backbone.values()])
+_prior = stiff_prior
 
 
 def _run(inference, nesterov, lam, **hyper):
