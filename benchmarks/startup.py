@@ -49,6 +49,13 @@ from bayes_transfer.results import metrics as m
 p, y = torch.tensor([[0.7, 0.3], [0.4, 0.6]]), torch.tensor([0, 0])
 m.classification_metrics(p, y, 2)
 m.reliability_table(p, y) if hasattr(m, "reliability_table") else m.reliability_bins(p, y).to_dict(orient="list")"""
+#: a training job's first optimiser calls (torch wraps them so that the first one imports torch._dynamo), plain
+#: and after bayes_transfer.device.run_eagerly(), which every stage job calls through set_threads
+FIRST_OPTIMISER = """import torch
+opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+opt.zero_grad()
+opt.load_state_dict(opt.state_dict())"""
+EAGER_OPTIMISER = "from bayes_transfer.device import run_eagerly\nrun_eagerly()\n" + FIRST_OPTIMISER
 #: reference rows: the interpreter alone, torch, Snakemake's preamble, torchmetrics (which the ECE of every fit
 #: used to import), pandas (what the tables and audit jobs read with) and what a fit job's metrics import
 REFERENCE = {
@@ -58,6 +65,8 @@ REFERENCE = {
     "import torch, torchmetrics": "import torch\nimport torchmetrics",
     "import pandas": "import pandas",
     "fit's metrics": FIT_METRICS,
+    "first optimiser calls": FIRST_OPTIMISER,
+    "first optimiser calls, run_eagerly": EAGER_OPTIMISER,
 }
 #: third-party packages whose cumulative import time is reported when a row loads them
 HEAVY = ("torch", "numpy", "pandas", "torchmetrics", "torchvision", "matplotlib", "seaborn", "scipy", "sklearn",

@@ -109,3 +109,27 @@ def runtime_options(
         num_workers=int(num_workers),
         pin_memory=cuda,
     )
+
+
+def run_eagerly() -> list[str]:
+    """Declare that this process runs torch eagerly (a stage job: no ``torch.compile``), so that the first
+    call of an optimiser method does not import ``torch._dynamo``.
+
+    ``torch.optim.Optimizer`` wraps ``zero_grad``, ``add_param_group``, ``state_dict`` and ``load_state_dict``
+    in ``torch._disable_dynamo``, which imports the compiler stack on its first call (about 1-1.5 s of every
+    training job here; ``benchmarks/startup.py``) only to mark the method as not to be traced. Without a
+    compiler in the process there is nothing to mark, so each wrapper is given the plain method as its cached
+    "disabled" version. Numbers do not change (the wrapper calls the same function either way). Returns the
+    names of the methods so marked (empty where this torch wraps them differently: then nothing is changed).
+    Not for library users who compile optimiser code in the same process.
+    """
+    import torch._compile as compile_api
+
+    marker = compile_api._disable_dynamo(lambda: None).__code__  # the wrapper's code object
+    marked = []
+    for cls in torch.optim.Optimizer.__mro__:
+        for name, method in vars(cls).items():
+            if getattr(method, "__code__", None) is marker and hasattr(method, "__wrapped__"):
+                setattr(method.__wrapped__, "__dynamo_disable", method.__wrapped__)
+                marked.append(name)
+    return marked

@@ -30,7 +30,7 @@ Bad arguments (alpha or power outside (0, 1), power <= alpha, a negative SD) rai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize, stats
@@ -48,33 +48,33 @@ ZERO_SD_TOL = 1e-12
 
 
 @dataclass(frozen=True)
-class Detectable:
-    """The minimum detectable effect at ``n`` pairs: ``value`` in the units of ``sd``, ``d_z`` = value / sd.
+class _Planned:
+    """The setting a power calculation answers for: the SD of the paired differences, the test's level and
+    the power aimed at; ``reason`` is empty when the answer is a finite number, otherwise it says why not."""
 
-    ``reason`` is empty when both are finite numbers, otherwise it says why they are ``inf`` or ``nan``.
-    """
+    sd: float
+    alpha: float
+    power: float
+    reason: str = field(default="", kw_only=True)
+
+
+@dataclass(frozen=True)
+class Detectable(_Planned):
+    """The minimum detectable effect at ``n`` pairs: ``value`` in the units of ``sd``, ``d_z`` = value / sd."""
 
     value: float
     d_z: float
     n: int
-    sd: float
-    alpha: float
-    power: float
-    reason: str = ""
 
 
 @dataclass(frozen=True)
-class Needed:
-    """The smallest number of pairs ``n`` (``inf``/``nan`` with a ``reason`` when there is none) whose test
-    reaches ``power`` against ``effect``; ``achieved`` is the power at that ``n`` (nan if none)."""
+class Needed(_Planned):
+    """The smallest number of pairs ``n`` (``inf``/``nan`` when there is none) whose test reaches ``power``
+    against ``effect``; ``achieved`` is the power at that ``n`` (nan if none)."""
 
     n: float
     achieved: float
     effect: float
-    sd: float
-    alpha: float
-    power: float
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,17 +201,18 @@ def minimum_detectable_effect(n: int, sd: float, alpha: float = 0.05,
     n = _check_n(n)
     sd = _check_sd(sd)
     if n < 2:
-        return Detectable(math.inf, math.inf, n, sd, alpha, power,
+        return Detectable(value=math.inf, d_z=math.inf, n=n, sd=sd, alpha=alpha, power=power, reason=
                           f"{n} pair{'s' if n != 1 else ''}: the paired t-test needs at least 2, so no effect "
                           "is detectable")
     if not math.isfinite(sd):
-        return Detectable(math.nan, math.nan, n, sd, alpha, power, f"the SD of the paired differences is {sd}")
+        return Detectable(value=math.nan, d_z=math.nan, n=n, sd=sd, alpha=alpha, power=power,
+                          reason=f"the SD of the paired differences is {sd}")
     d_z = _mde_dz(n, alpha, power)
     if sd == 0:
-        return Detectable(math.nan, d_z, n, sd, alpha, power,
+        return Detectable(value=math.nan, d_z=d_z, n=n, sd=sd, alpha=alpha, power=power, reason=
                           "the paired differences have SD 0 (all equal): a degenerate t statistic, and the "
                           "observed spread does not estimate the true one")
-    return Detectable(d_z * sd, d_z, n, sd, alpha, power)
+    return Detectable(value=d_z * sd, d_z=d_z, n=n, sd=sd, alpha=alpha, power=power)
 
 
 def pairs_needed(effect: float, sd: float, alpha: float = 0.05, power: float = DEFAULT_POWER,
@@ -227,7 +228,7 @@ def pairs_needed(effect: float, sd: float, alpha: float = 0.05, power: float = D
     max_pairs = _check_n(max_pairs)
 
     def none(value: float, reason: str) -> Needed:
-        return Needed(value, math.nan, effect, sd, alpha, power, reason)
+        return Needed(n=value, achieved=math.nan, effect=effect, sd=sd, alpha=alpha, power=power, reason=reason)
 
     if not math.isfinite(effect):
         return none(math.nan, f"the target effect is {effect}")
@@ -249,7 +250,7 @@ def pairs_needed(effect: float, sd: float, alpha: float = 0.05, power: float = D
             high = mid
         else:
             low = mid
-    return Needed(high, _power_dz(d_z, high, alpha), effect, sd, alpha, power)
+    return Needed(n=high, achieved=_power_dz(d_z, high, alpha), effect=effect, sd=sd, alpha=alpha, power=power)
 
 
 def power_summary(differences, alpha: float = 0.05, power: float = DEFAULT_POWER,
@@ -270,6 +271,6 @@ def power_summary(differences, alpha: float = 0.05, power: float = DEFAULT_POWER
     target_effect = float(target_effect)
     at_target = paired_power(target_effect, sd, n, alpha) if n >= 2 else math.nan
     needed = pairs_needed(target_effect, sd, alpha, power) if n >= 2 else \
-        Needed(math.nan, math.nan, target_effect, sd, alpha, power,
+        Needed(n=math.nan, achieved=math.nan, effect=target_effect, sd=sd, alpha=alpha, power=power, reason=
                f"{n} pair{'s' if n != 1 else ''}: no SD of the paired differences to plan from")
     return PowerSummary(n, sd, alpha, power, detectable, target_effect, at_target, needed)

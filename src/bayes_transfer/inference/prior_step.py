@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from bayes_transfer.inference.samplers import _check
+from bayes_transfer.inference.samplers import _check, closure_loss
 from bayes_transfer.priors.bound import BoundPrior
 from bayes_transfer.priors.gaussian import GaussianPrior
 
@@ -160,10 +160,7 @@ class ProximalSGD(_DiagonalOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, m = group["lr"], group["momentum"]
             for p, g, mu, c in self._terms(group):
@@ -189,10 +186,7 @@ class _Sampler(_DiagonalOptimizer):
     @torch.no_grad()
     def step(self, closure=None, noise: bool | None = None, generator: torch.Generator | None = None):
         """One update; ``noise=False`` skips the injected noise (exploration), ``generator`` seeds it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             add_noise = (group["noise"] if noise is None else noise) and group["temperature"] > 0
             for p, g, mu, c in self._terms(group):

@@ -30,6 +30,14 @@ def _check(lr: float, num_data: int, temperature: float) -> None:
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
 
 
+def closure_loss(closure) -> torch.Tensor | None:
+    """The loss of an optimiser's ``closure`` evaluated with gradients on (None without a closure)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class _SGMCMC(Optimizer):
     """Shared step loop: per group the noise scale, per parameter the gradient with weight decay."""
 
@@ -42,10 +50,7 @@ class _SGMCMC(Optimizer):
     @torch.no_grad()
     def step(self, closure=None, noise: bool | None = None, generator: torch.Generator | None = None):
         """One update; ``noise=False`` skips the injected noise (exploration), ``generator`` seeds it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             add_noise = group["noise"] if noise is None else noise
             std = self._noise_std(group) if add_noise else 0.0

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from bayes_transfer import __version__
+from bayes_transfer.device import run_eagerly
 
 __all__ = ["code_version", "set_threads"]
 
@@ -26,6 +27,9 @@ def code_version() -> str:
 
 
 def set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads(threads)`` unless ``threads`` is 0 or None (then torch's default stays)."""
+    """Set torch up for one stage job: ``torch.set_num_threads(threads)`` unless ``threads`` is 0 or None (then
+    torch's default stays), and eager mode (:func:`bayes_transfer.device.run_eagerly`: no compiler import on
+    the first optimiser call)."""
+    run_eagerly()
     if threads:
         torch.set_num_threads(int(threads))

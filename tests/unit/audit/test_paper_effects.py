@@ -17,16 +17,22 @@ def _published(rows):
     return pd.DataFrame([dict(zip(cols, r)) for r in rows])
 
 
+def _cifar10(table, pretraining, method, n_train, error):
+    """A published CIFAR-10 test-error cell of the ResNet-50 (no SE)."""
+    return (table, "classification", "cifar10", "test", "resnet50", pretraining, method, n_train, "test_error",
+            error, None)
+
+
 def test_effect_is_the_mean_matched_difference_oriented_positive_for_a_better_treatment():
     pub = _published([
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "sgd_learned_prior", "10", "test_error", 40.0, None),
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "sgd_transfer", "10", "test_error", 50.0, None),
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "sgd_learned_prior", "100", "test_error", 20.0, None),
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "sgd_transfer", "100", "test_error", 22.0, None),
+        _cifar10(2, "supervised", "sgd_learned_prior", "10", 40.0),
+        _cifar10(2, "supervised", "sgd_transfer", "10", 50.0),
+        _cifar10(2, "supervised", "sgd_learned_prior", "100", 20.0),
+        _cifar10(2, "supervised", "sgd_transfer", "100", 22.0),
         # the same cell printed in a second table counts once
-        (10, "classification", "cifar10", "test", "resnet50", "supervised", "sgd_transfer", "100", "test_error", 22.0, None),
+        _cifar10(10, "supervised", "sgd_transfer", "100", 22.0),
         # an unmatched cell (no control at n = 1000) is not used
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "sgd_learned_prior", "1000", "test_error", 5.0, None),
+        _cifar10(2, "supervised", "sgd_learned_prior", "1000", 5.0),
     ])
     effect, cells = paper_effect("C3 SGD", pub)
     assert cells == 2
@@ -35,9 +41,9 @@ def test_effect_is_the_mean_matched_difference_oriented_positive_for_a_better_tr
 
 def test_simclr_part_compares_pretrainings_of_one_method_and_miou_is_higher_is_better():
     pub = _published([
-        (10, "classification", "cifar10", "test", "resnet50", "simclr", "bnn_learned_prior", "10", "test_error", 30.0, None),
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "bnn_learned_prior", "10", "test_error", 33.0, None),
-        (10, "classification", "cifar10", "test", "resnet50", "simclr", "sgd_learned_prior", "10", "test_error", 90.0, None),
+        _cifar10(10, "simclr", "bnn_learned_prior", "10", 30.0),
+        _cifar10(2, "supervised", "bnn_learned_prior", "10", 33.0),
+        _cifar10(10, "simclr", "sgd_learned_prior", "10", 90.0),
         (1, "segmentation", "voc2012", "val", "resnet50", "supervised", "bnn_learned_prior", "full", "miou", 72.0, None),
         (1, "segmentation", "voc2012", "val", "resnet50", "supervised", "bnn_isotropic_prior", "full", "miou", 70.0, None),
     ])
@@ -57,8 +63,8 @@ def test_every_contrast_part_has_an_effect_in_the_shipped_tables_where_both_arms
 def test_hook_returns_only_the_audits_columns_and_agrees_with_power_summary():
     diffs = np.array([0.01, 0.02, -0.005, 0.03, 0.0])
     pub = _published([
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "bnn_learned_prior", "10", "test_error", 40.0, None),
-        (2, "classification", "cifar10", "test", "resnet50", "supervised", "sgd_learned_prior", "10", "test_error", 45.0, None),
+        _cifar10(2, "supervised", "bnn_learned_prior", "10", 40.0),
+        _cifar10(2, "supervised", "sgd_learned_prior", "10", 45.0),
     ])
     out = power_hook(pub)(diffs, alpha=0.05, direction=1, margin=0.0, metric="error", claim="C4", part="C4")
     assert set(out) <= set(POWER_COLUMNS)

@@ -42,11 +42,16 @@ def test_log_prob_gradient_matches_precision():
     torch.testing.assert_close(x.grad, expected, rtol=1e-8, atol=1e-10)
 
 
-def test_log_prob_dict_and_bound_prior_agree_with_flat():
+def _three_tensor_prior(seed: int):
+    """A rank-3 prior over three named tensors (12 coordinates), a point ``x`` and ``x`` as parameters."""
     names, shapes = ["a.weight", "a.bias", "b.weight"], [(2, 3), (2,), (4,)]
-    prior = random_prior(d=12, k=3, seed=2, names=names, shapes=shapes)
+    prior = random_prior(d=12, k=3, seed=seed, names=names, shapes=shapes)
     x = torch.randn(12, dtype=torch.float64)
-    params = {n: torch.nn.Parameter(t.clone()) for n, t in prior.unflatten(x).items()}
+    return names, prior, x, {n: torch.nn.Parameter(t.clone()) for n, t in prior.unflatten(x).items()}
+
+
+def test_log_prob_dict_and_bound_prior_agree_with_flat():
+    names, prior, x, params = _three_tensor_prior(seed=2)
     flat_lp = prior.log_prob(x)
     torch.testing.assert_close(prior.log_prob(params), flat_lp, rtol=1e-10, atol=0)
     bound = prior.bind(params)
@@ -214,10 +219,7 @@ def test_isotropic_priors():
 
 
 def test_bound_prior_fast_gradient_equals_autograd():
-    names, shapes = ["a.weight", "a.bias", "b.weight"], [(2, 3), (2,), (4,)]
-    prior = random_prior(d=12, k=3, seed=9, names=names, shapes=shapes)
-    x = torch.randn(12, dtype=torch.float64)
-    params = {n: torch.nn.Parameter(t.clone()) for n, t in prior.unflatten(x).items()}
+    names, prior, x, params = _three_tensor_prior(seed=9)
     bound = prior.bind(params)
     (-0.25 * bound.log_prob()).backward()
     auto = [params[n].grad.clone() for n in names]
