@@ -20,6 +20,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/ablation_common.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/controls.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/sweep.smk"
 

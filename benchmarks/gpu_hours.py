@@ -1,17 +1,19 @@
 """GPU-hours and wall-clock time of the paper-scale sweep, per stage and per job class, for planning a cluster run.
 
-    python benchmarks/gpu_hours.py                                # configs/paper.yaml, 100 GPUs
+    python benchmarks/gpu_hours.py                                # paper.yaml and paper_budget.yaml, 100 GPUs
     python benchmarks/gpu_hours.py --gpus 8                       # wall-clock time on 8 GPUs
     python benchmarks/gpu_hours.py --config configs/paper.yaml --config my.yaml    # several configs
+    python benchmarks/gpu_hours.py --config configs/paper.yaml,configs/paper_budget.yaml   # one read over another
     python benchmarks/gpu_hours.py --calibration benchmarks/calibration.json      # measured step times
     python benchmarks/gpu_hours.py --tflops 70                    # FLOP estimate at another throughput
     python benchmarks/gpu_hours.py --prior-source swag            # priors learned by SWAG on ImageNet
     python benchmarks/gpu_hours.py --json                         # machine-readable
 
 Every job the workflow would submit is listed with its GPU time (the config is read exactly as the workflow
-reads it, bayes_transfer.config.experiments, including workflow.seeds_per_job), then summed per stage and per job
-class (the Snakemake rule: ``fit``, ``cifar100_resnet50_tune``, ...). Wall-clock time on K GPUs (``--gpus``): the
-jobs of each stage are placed longest first on the least loaded GPU (a greedy list schedule; the best such
+reads it, bayes_transfer.config.experiments, including workflow.seeds_per_job, workflow.tune_split and
+points_per_job, and tuning.strategy: successive halving's rungs are priced at their steps), then summed per stage
+and per job class (the Snakemake rule: ``fit``, ``cifar100_resnet50_tune_point``, ...). Wall-clock time on K GPUs
+(``--gpus``): the jobs of each stage are placed longest first on the least loaded GPU (a greedy list schedule; the best such
 schedule on at most K GPUs, so more GPUs are never slower), and the stages run one after another (pretrain,
 prior, tune, fit: each needs the one before). Segmentation and the Fig. 3 ablations are not priced.
 
@@ -47,6 +49,7 @@ import yaml
 from bayes_transfer.config.experiments import merged, sweep_experiments
 from bayes_transfer.config.schema import prepare_config
 from bayes_transfer.inference.methods import METHODS
+from bayes_transfer.stages import halving
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CALIBRATION = ROOT / "benchmarks" / "calibration.json"
@@ -57,11 +60,20 @@ STAGES = ("pretrain", "prior", "tune", "fit")
 COLUMNS = ("jobs", "GPU-hours", "largest job (GPU-h)", "wall on K GPUs (h)")
 
 
-def load_config(path: Path) -> dict:
+#: the configs priced by default: the paper's protocol, and the budget config read over it
+DEFAULT_CONFIGS = ["configs/paper.yaml", "configs/paper.yaml,configs/paper_budget.yaml"]
+
+
+def load_config(path: Path | str) -> dict:
     """The config as Snakemake sees it: the embedded default config.yaml updated by ``path``, prepared
-    (validated, defaults filled in) like the workflow's."""
-    base = yaml.safe_load((ROOT / "config.yaml").read_text())
-    return prepare_config(merged(base, yaml.safe_load(Path(path).read_text())))
+    (validated, defaults filled in) like the workflow's. ``path`` may list several files separated by commas,
+    read in turn as ``--configfile a.yaml b.yaml`` does (e.g. configs/paper.yaml,configs/paper_budget.yaml);
+    relative paths are taken from the repository root when they do not exist from here."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for part in str(path).split(","):
+        file = Path(part) if Path(part).exists() else ROOT / part
+        cfg = merged(cfg, yaml.safe_load(file.read_text()))
+    return prepare_config(cfg)
 
 
 class StepTimes:
@@ -136,6 +148,37 @@ def _run_seconds(method: str, hp: dict, t: StepTimes, arch: str, size: int, eval
     return train + evaluate * (samples if spec.bayesian else 1)
 
 
+def tune_jobs(cfg: dict, method: str, t: StepTimes, arch: str, size: int, holdout: float) -> list[tuple[str, float]]:
+    """(rule, GPU seconds) of the tuning jobs of one method (workflow.tune_split, tuning.strategy).
+
+    Each rung of successive halving (bayes_transfer.stages.halving.plan; the grid: one rung of every point at
+    train.steps) fits its points for the rung's steps; a grid point's cost does not depend on which point it is
+    (the grids' keys change no step count), so a rung costs its number of points times the mean point. method: one
+    job for every size; size: one per size; point: one ``tune_point`` job per ``workflow.points_per_job`` slots of
+    a rung, plus the selection (and ranking) jobs, which fit nothing (local rules).
+    """
+    hp, grid = cfg["train"], cfg["tuning"]["grids"][method]
+    points = [dict(zip(grid, v)) for v in itertools.product(*grid.values())]
+    schedule = halving.plan(len(points), hp["steps"], cfg["tuning"])
+    split = cfg["workflow"].get("tune_split", "method")
+    jobs = []
+    for n in cfg["sizes"]:
+        evaluated = max(1, round(holdout * n))
+        rungs = [[_run_seconds(method, hp | p | {"steps": steps}, t, arch, size, evaluated) for p in points]
+                 for steps, _k in schedule]
+        slots = [(sum(c) / len(c), k) for c, (_s, k) in zip(rungs, schedule)]
+        if split == "point":
+            per_job = cfg["workflow"].get("points_per_job", 1)
+            jobs += [("tune_point", mean * min(per_job, k - first)) for mean, k in slots
+                     for first in range(0, k, per_job)]
+            jobs += [("tune_rung", 0.0)] * (len(schedule) - 1) + [("tune", 0.0)]
+        else:
+            jobs.append(("tune", sum(mean * k for mean, k in slots)))
+    if split == "method":
+        jobs = [("tune", sum(s for _r, s in jobs))]
+    return jobs
+
+
 def experiment_jobs(cfg: dict, t: StepTimes, name: str = "", prefix: str = "") -> list[Job]:
     """Every job of one experiment (rules named ``prefix + stage``) with its GPU seconds."""
     arch, size = cfg["model"]["arch"], cfg["data"]["image_size"]
@@ -163,12 +206,10 @@ def experiment_jobs(cfg: dict, t: StepTimes, name: str = "", prefix: str = "") -
         tuned = set()
         for method in cfg["methods"]:
             source = inherit.get(method, method)
-            if grids.get(source) and source not in tuned:  # one tune job: every grid point at every size
+            if grids.get(source) and source not in tuned:
                 tuned.add(source)
-                grid = grids[source]
-                points = [dict(zip(grid, v)) for v in itertools.product(*grid.values())]
-                add("tune", sum(_run_seconds(source, hp | p, t, arch, size, max(1, round(holdout * n)))
-                                for n in cfg["sizes"] for p in points))
+                for rule, seconds in tune_jobs(cfg, source, t, arch, size, holdout):
+                    add("tune", seconds, rule)
             run = _run_seconds(method, hp, t, arch, size, test_images)
             for _n in cfg["sizes"]:
                 if per_seed:
@@ -250,8 +291,9 @@ def markdown(name: str, rep: dict, t: StepTimes) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", default=None,
-                        help="a config file (read over config.yaml, as --configfile does); repeat for several; "
-                             "default configs/paper.yaml")
+                        help="a config file (read over config.yaml, as --configfile does), or several separated "
+                             "by commas (read in turn); repeat for several reports; default configs/paper.yaml and "
+                             "configs/paper.yaml,configs/paper_budget.yaml")
     parser.add_argument("--gpus", type=int, default=100, help="K, GPUs for the wall-clock column")
     parser.add_argument("--calibration", type=Path, default=DEFAULT_CALIBRATION,
                         help="measured step times (JSON, see benchmarks/calibration.example.json); used when the "
@@ -264,8 +306,8 @@ def main(argv=None) -> None:
     if args.gpus < 1:
         parser.error(f"--gpus must be >= 1, got {args.gpus}")
     out = {}
-    for path in args.config or [str(ROOT / "configs" / "paper.yaml")]:
-        config = load_config(Path(path))
+    for path in args.config or DEFAULT_CONFIGS:
+        config = load_config(path)
         if args.prior_source:
             config = prepare_config(merged(config, {"prior": {"source": args.prior_source}}))
         t = StepTimes.from_file(args.calibration, args.tflops)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_write_text", "write_json", "save_torch", "require_files"]
+__all__ = ["atomic_open", "atomic_write_text", "write_csv", "write_json", "save_torch", "require_files"]
 
 
 @contextmanager
@@ -77,6 +77,13 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     """Write ``text`` to ``path`` atomically; return the path."""
     with atomic_open(path, "w", encoding=encoding) as f:
         f.write(text)
+    return Path(path)
+
+
+def write_csv(path: str | os.PathLike, frame: Any) -> Path:
+    """Write a pandas DataFrame to ``path`` as CSV without its index, atomically; return the path."""
+    with atomic_open(path, "w") as f:
+        frame.to_csv(f, index=False)
     return Path(path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +53,16 @@ def test_atomic_open_rejects_other_modes(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'wb' or 'w'"):
         with atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_the_pipeline_writes_results_only_through_the_atomic_writers():
+    """Every table, figure, page and tensor file of src/ and workflow/scripts/ goes through bayes_transfer.io, so a
+    kill mid-write never leaves half a file (job logs, written line by line as the job runs, are the exception)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    in_place = re.compile(r"\.to_csv\(|\.write_text\(|\bopen\([^)]*[\"']w|torch\.save\(|savefig\((?!fh\b)")
+    files = [*(root / "src" / "bayes_transfer").rglob("*.py"), *(root / "workflow" / "scripts").glob("*.py")]
+    found = [f"{f.relative_to(root)}:{i}" for f in files if f.name != "io.py" and f.name != "logs.py"
+             for i, line in enumerate(f.read_text().splitlines(), 1) if in_place.search(line)]
+    assert not found, found

@@ -68,12 +68,13 @@ def test_gpu_hours_prints_the_columns_per_stage_and_job_class(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     headers = [line for line in proc.stdout.splitlines() if line.startswith("| stage") or line.startswith("| job")]
-    assert len(headers) == 2, proc.stdout
+    assert len(headers) == 4, proc.stdout  # two tables for each of paper.yaml and paper.yaml + paper_budget.yaml
     for line in headers:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1:] == ["jobs", "GPU-hours", "largest job (GPU-h)", "wall on 8 GPUs (h)"], line
     rows = {line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")}
-    assert {"tune", "fit", "cifar100_resnet50_fit", "oxford_pets_resnet101_tune"} <= rows
+    assert {"tune", "fit", "cifar100_resnet50_fit", "oxford_pets_resnet101_tune_point"} <= rows
+    assert "### configs/paper.yaml,configs/paper_budget.yaml" in proc.stdout
     assert "FLOP estimate" in proc.stdout and "measured" not in proc.stdout
 
 
@@ -93,9 +94,11 @@ def test_gpu_hours_wall_clock_one_gpu_is_the_total_and_more_gpus_are_never_slowe
                 # never below the bound max(largest job, total / K)
                 bound = max(row["largest_job_gpu_hours"], row["gpu_hours"] / large)
                 assert row["wall_hours"] >= bound * (1 - 1e-12), (part, name, large)
-    # with a GPU for every job, each stage takes as long as its largest job
+    # with a GPU for every job, each stage takes as long as its largest job (the paper's ~6,000 tuning jobs of
+    # workflow.tune_split point outnumber 1000 GPUs)
     for row in reps[1000]["stages"].values():
-        assert row["wall_hours"] == pytest.approx(row["largest_job_gpu_hours"])
+        if row["jobs"] <= 1000:
+            assert row["wall_hours"] == pytest.approx(row["largest_job_gpu_hours"])
 
 
 def test_gpu_hours_greedy_schedule_known_answer():

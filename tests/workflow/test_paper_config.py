@@ -77,6 +77,10 @@ def test_the_paper_values():
             assert not cfg["ablations"]["rank"]["methods"] and not cfg["ablations"]["landscape"]["enabled"]
 
 
+def _points(grid: dict) -> int:
+    return int(np.prod([len(v) for v in grid.values()]))
+
+
 def _job_counts(text: str) -> dict[str, int]:
     block = text[text.index("Job stats:"):]
     counts = {}
@@ -109,7 +113,13 @@ def test_dry_run_lists_the_whole_sweep_fast_without_data(workdir):
         assert cfg["workflow"]["seeds_per_job"] == 1
         cells = len(pretrainings) * len(methods) * len(sizes) + len(fig3c) * len(sizes)
         assert counts[f"{prefix}fit"] == cells * len(cfg["seeds"]), name
-        assert counts[f"{prefix}tune"] == len(pretrainings) * len(tuned) + len(fig3c_tuned), name
+        # tuning (workflow.tune_split point): one job per points_per_job grid points at every size, one selection
+        # job per size
+        per_job = cfg["workflow"]["points_per_job"]
+        assert cfg["workflow"]["tune_split"] == "point" and cfg["tuning"]["strategy"] == "grid"
+        cells = [m for m in tuned for _ in pretrainings] + sorted(fig3c_tuned)
+        assert counts[f"{prefix}tune"] == len(cells) * len(sizes), name
+        assert counts[f"{prefix}tune_point"] == sum(-(-_points(grids[m]) // per_job) for m in cells) * len(sizes)
         assert counts[f"{prefix}prepare_data"] == 1, name
         for rule in ("fetch_weights", "pretrain", "import_prior"):
             assert counts[f"{prefix}{rule}"] == len(pretrainings), (name, rule)
@@ -275,11 +285,68 @@ def test_gpu_hours_known_answer_and_the_paper_table():
     assert stages["prior"] == [0.0] and stages["pretrain"] == [0.0]
     per_seed = by_stage(gh.experiment_jobs(cfg | {"workflow": {"seeds_per_job": 1}}, t))
     assert per_seed["fit"] == [pytest.approx(sgd)] * 2 + [pytest.approx(bnn)] * 2
+    # successive halving (2 rungs, eta 2: 2 points for 50 steps, the better one for 100), one point a job; the
+    # ranking and the selection fit nothing
+    sh = cfg | {"workflow": {"seeds_per_job": "all", "tune_split": "point", "points_per_job": 1},
+                "tuning": cfg["tuning"] | {"strategy": "successive_halving",
+                                           "successive_halving": {"rungs": 2, "eta": 2, "min_steps": None}}}
+    assert gh.tune_jobs(sh, "sgd_transfer", t, "resnet50", 112, 0.3) == [
+        ("tune_point", pytest.approx(train / 2 + fwd * 3))] * 2 + [
+        ("tune_point", pytest.approx(train + fwd * 3)), ("tune_rung", 0.0), ("tune", 0.0)]
     # the paper sweep: every experiment, fits and tuning jobs as the dry run counts them (Fig. 3c aside)
     rep = gh.report(_config(), t, gpus=100)
     assert rep["stages"]["fit"]["jobs"] == (2 * 5 * 23 + 5 * 23) * 5  # sizes: 5 + 5 + 6 + 7; 5 seeds, one a job
-    assert rep["stages"]["tune"]["jobs"] == 4 * (2 * 4 + 4)
+    # tune_split point, 2 points a job: sgd_transfer 56, sgd_learned_prior 42, bnn_learned_prior 48 and
+    # bnn_isotropic_prior 24 points -> 28 + 21 + 24 + 12 = 85 jobs per pre-training and size, and one selection
+    assert rep["stages"]["tune"]["jobs"] == (85 + 4) * (2 * 23 + 23)
+    assert rep["stages"]["tune"]["largest_job_gpu_hours"] < 4
+    # every job of the faithful config under 24 GPU-hours
+    assert rep["sweep"]["largest_job_gpu_hours"] < 24
     experiments = {j.experiment for j in gh.sweep_jobs(_config(), t)}
     assert experiments == set(_experiments())
     assert all(rep["classes"][f"{p}fit"]["gpu_hours"] > 0 for p in ["", *(f"{e}_" for e in experiments
                                                                           if e != "cifar10_resnet50")])
+
+
+def _budget_config() -> dict:
+    """configs/paper_budget.yaml read over configs/paper.yaml (as --configfile configs/paper.yaml
+    configs/paper_budget.yaml reads them)."""
+    return merged(_config(), yaml.safe_load((ROOT / "configs" / "paper_budget.yaml").read_text()))
+
+
+def test_budget_config_keeps_the_papers_tables_and_prices_within_310_gpu_hours():
+    gh = _gpu_hours()
+    faithful, budget = prepare_config(_config()), prepare_config(_budget_config())
+    # the same tables and figures: experiments, pre-trainings, methods, sizes, seeds, grids, ablations
+    for key in ("pretrainings", "methods", "sizes", "seeds", "sweep", "ablations", "segmentation"):
+        assert budget[key] == faithful[key], key
+    assert budget["tuning"]["grids"] == faithful["tuning"]["grids"]
+    # the documented deviations, and nothing else of train / tuning
+    assert budget["tuning"]["strategy"] == "successive_halving"
+    assert {k for k in budget["train"] if budget["train"][k] != faithful["train"][k]} == {
+        "steps", "ensemble_size", "log_every"}
+    t = gh.StepTimes(tflops=35.0)
+    rep, paper = gh.report(budget, t, gpus=100), gh.report(faithful, t, gpus=100)
+    assert rep["sweep"]["gpu_hours"] <= 310 < paper["sweep"]["gpu_hours"]
+    assert rep["sweep"]["largest_job_gpu_hours"] < 4
+    assert rep["stages"]["fit"]["jobs"] == paper["stages"]["fit"]["jobs"]
+
+
+def test_budget_dry_run_plans_the_rungs_fast(workdir):
+    t0 = time.perf_counter()
+    jobs = _dry_run_jobs(workdir, "--configfile", "configs/paper.yaml", "configs/paper_budget.yaml")
+    wall = time.perf_counter() - t0
+    assert wall <= 30, f"the dry run took {wall:.1f} s"
+    gh = _gpu_hours()
+    priced = gh.sweep_jobs(prepare_config(_budget_config()), gh.StepTimes())
+    # the cost model prices the tuning jobs the dry run plans for each experiment's pre-trainings (the main
+    # experiment's Fig. 3c tuning aside: the cost model leaves the ablations out)
+    for name, cfg in _experiments().items():
+        if name == "cifar10_resnet50":
+            continue
+        for rule in ("tune_point", "tune_rung", "tune"):
+            planned = [outs for r, outs in jobs if r == f"{name}_{rule}"
+                       and outs[0].split("/")[3] in cfg["pretrainings"]]
+            assert len(planned) == sum(j.job_class == f"{name}_{rule}" for j in priced), (name, rule)
+    selections = [o for r, o in jobs if r == "tune"]
+    assert sum(r == "tune_rung" for r, _o in jobs) == 2 * len(selections)  # two rungs before the last

@@ -46,7 +46,9 @@ def test_scripts_import_the_installed_package_and_each_does_one_rules_job():
     # no script picks its job by the rule's name; the two that serve two rules do one job with the rule's params
     assert not [name for name in scripts if re.search(r"\brule\s*(==|!=|in\b)", (scripts_dir / name).read_text())]
     assert {name: rules for name, rules in scripts.items() if len(rules) > 1} == {
-        "ablation.py": {"ablation_rank", "ablation_lambda"}, "figure_ablation.py": {"figure_rank", "figure_lambda"}}
+        "ablation.py": {"ablation_rank", "ablation_lambda"}, "figure_ablation.py": {"figure_rank", "figure_lambda"},
+        # the tuning of a prior variant per size, of a split tuning's rungs: the same jobs on fewer sizes / points
+        "tune.py": {"tune", "tune_variant"}, "tune_select.py": {"tune", "tune_rung"}}
 
 
 def test_dry_run_of_default_lists_every_stage(workdir):

@@ -33,6 +33,9 @@ AUDIT_INPUTS = {"runs": "results/tables/runs.csv"} | {
     for name, path in AUDIT_OPTIONAL_TABLES.items()
     if path in set(ablation_targets()) | set(segmentation_targets())
 }
+#: the controls' verdicts (workflow/rules/controls.smk), shown as the "Pipeline controls" table when they run
+if CONTROLS_ENABLED:
+    AUDIT_INPUTS["controls"] = CONTROLS_FILES["claims"]
 
 # lambdas, not functions: rule files keep functions in common modules (snakemake --lint)
 audit_targets = lambda: list(AUDIT_FILES.values())

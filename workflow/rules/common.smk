@@ -21,10 +21,15 @@ SIZES = config["sizes"]
 SEEDS = config["seeds"]
 GRIDS = config["tuning"]["grids"]
 INHERIT = config["tuning"]["inherit"]
+#: prior.variants (issue 14) by their results name <pretraining>_<method>: extra priors and the methods run with
+#: them, for the pre-trainings in `pretrainings` (an override of the list drops the others' variants too)
+PRIOR_VARIANTS = {
+    f"{v['pretraining']}_{v['method']}": v for v in config["prior"]["variants"] if v["pretraining"] in PRETRAININGS
+}
 
 
 wildcard_constraints:
-    pretraining="|".join(["supervised", "simclr"]),
+    pretraining="|".join(["supervised", "simclr", "byol", *PRIOR_VARIANTS]),
     method="|".join(METHODS),
     n=r"\d+",
 
@@ -38,11 +43,23 @@ def canon(obj):
     return obj
 
 
+def source_pretraining(pretraining):
+    """The pre-training whose checkpoint ``pretraining`` (a pre-training or a prior variant) uses."""
+    return PRIOR_VARIANTS[pretraining]["pretraining"] if pretraining in PRIOR_VARIANTS else pretraining
+
+
+def prior_method(pretraining):
+    """How the prior of ``pretraining`` (a pre-training or a prior variant) is learned: swag or bbb."""
+    return PRIOR_VARIANTS[pretraining]["method"] if pretraining in PRIOR_VARIANTS else config["prior"]["method"]
+
+
 def checkpoint_path(pretraining):
-    return f"results/pretrain/{pretraining}.pt"
+    return f"results/pretrain/{source_pretraining(pretraining)}.pt"
 
 
 def prior_path(pretraining):
+    if pretraining in PRIOR_VARIANTS and prior_method(pretraining) == config["prior"]["method"]:
+        return prior_path(source_pretraining(pretraining))  # the pre-training's own prior, learned once
     return f"results/priors/{pretraining}.pt"
 
 
@@ -82,8 +99,19 @@ def fit_inputs(wildcards):
     return inputs
 
 
+def variant_cells():
+    """(variant, method, n) of every run of the prior variants."""
+    return [(name, m, n) for name, v in PRIOR_VARIANTS.items() for m in v["methods"] for n in variant_sizes(name)]
+
+
+def variant_sizes(variant):
+    """The sizes a prior variant runs at: its own among `sizes` (all of `sizes` when it sets none)."""
+    return [n for n in SIZES if n in (PRIOR_VARIANTS[variant]["sizes"] or SIZES)]
+
+
 def all_run_files():
-    return [f for p in PRETRAININGS for m in METHOD_LIST for n in SIZES for f in run_paths(p, m, n)]
+    return [f for p in PRETRAININGS for m in METHOD_LIST for n in SIZES for f in run_paths(p, m, n)] + [
+        f for cell in variant_cells() for f in run_paths(*cell)]
 
 
 def all_targets():

@@ -2,7 +2,10 @@
 # checkpoints fetched. Requested only by the paper-scale pretrain rule (the digits are bundled), so the embedded
 # default never runs them. No benchmark: on a cluster both run on the submitting node, which has internet access.
 
-PAPER_SCALE = config["data"]["dataset"] != "digits"
+from bayes_transfer.data.registry import is_embedded
+
+# the embedded datasets (digits, fashion_mnist) train their own checkpoints and priors here
+PAPER_SCALE = not is_embedded(config["data"]["dataset"])
 
 
 rule prepare_data:

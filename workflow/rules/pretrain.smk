@@ -1,4 +1,4 @@
-# Stage 1: the source checkpoint of each pre-training (supervised cross-entropy; SimCLR).
+# Stage 1: the source checkpoint of each pre-training (supervised cross-entropy; SimCLR; BYOL, embedded tiers only).
 #
 # Embedded default: trained here from scratch on the source digits. Paper scale: the ImageNet checkpoint
 # (torchvision's supervised weights, or a converted SimCLR file) fetched by rule fetch_weights and written in the

@@ -1,6 +1,9 @@
-# Stage 2: the learned prior (SWAG over the feature extractor on the source loss), a reusable artifact.
+# Stage 2: the learned prior (SWAG or Bayes by Backprop over the feature extractor on the source loss), a reusable
+# artifact.
 #
-# prior.source swag (always for the digits): learned here; at paper scale on ImageNet's training set.
+# prior.source swag (always for the digits): learned here; at paper scale on ImageNet's training set. prior.method:
+# swag (settings `swag`) or bbb (BYOV's Bayes by Backprop, settings `bbb`: a diagonal rank-0 prior, same file format).
+# prior.variants: extra priors results/priors/<pretraining>_<method>.pt learned from the pre-training's checkpoint.
 # prior.source priorbox (paper scale): the authors' released prior files imported (rule import_prior).
 # rule prior_diagnostics: every prior's stationarity diagnostic (from its metadata) as a table for the report;
 # a drift-dominated learned prior is also a WARNING in its job log.
@@ -30,13 +33,16 @@ else:
 
     rule learn_prior:
         input:
-            checkpoint="results/pretrain/{pretraining}.pt",
+            checkpoint=lambda w: checkpoint_path(w.pretraining),
         output:
             "results/priors/{pretraining}.pt",
         params:
             data=canon(config["data"]),
             model=canon(config["model"]),
             swag=canon(config["swag"]),
+            source=lambda w: source_pretraining(w.pretraining),
+            method=lambda w: prior_method(w.pretraining),
+            bbb=lambda w: canon(config["bbb"]) if prior_method(w.pretraining) == "bbb" else {},
         log:
             "results/logs/prior/{pretraining}.log",
         benchmark:

@@ -8,12 +8,13 @@ from bayes_transfer.results import plots
 from bayes_transfer.stages.landscape import landscape_summary
 from bayes_transfer.logs import job_log
 from bayes_transfer.results import html
+from bayes_transfer.io import write_csv
 
 p, out = snakemake.params, snakemake.output
 with job_log(snakemake.log[0], "figure fig3a"):
     table = pd.read_csv(snakemake.input[0])
     summary = landscape_summary(table)
-    summary.to_csv(out.csv, index=False)
+    write_csv(out.csv, summary)
     k = table["seed"].nunique()
     sets = " and source" if "loss_set" in table and (table["loss_set"] == "source").any() else ""
     bn = {"recompute": "recomputed", "stale": "stale"}[table["batchnorm"].iloc[0] if "batchnorm" in table else "stale"]

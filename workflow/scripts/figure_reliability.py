@@ -7,6 +7,7 @@ from bayes_transfer.stages.ablation import pooled_reliability
 from bayes_transfer.logs import job_log
 from bayes_transfer.results import html
 from bayes_transfer.results.reliability import reliability_diagrams
+from bayes_transfer.io import write_csv
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 runs = list(snakemake.input.runs)
@@ -17,7 +18,7 @@ with job_log(snakemake.log[0], f"figure fig9 {w.pretraining}"):
         bins = pooled_reliability(runs[i * per_method:(i + 1) * per_method])
         tables.append(bins.assign(method=method, pretraining=w.pretraining, n_train=p.n))
     bins = pd.concat(tables, ignore_index=True)
-    bins.to_csv(out.csv, index=False)
+    write_csv(out.csv, bins)
     title = f"{w.pretraining} prior, n={p.n}: reliability (pooled over seeds)"
     reliability_diagrams(bins, out.png, title=title)
     html.write(out.html, html.figure_page(out.png, title=title, data=bins, source=out.csv,

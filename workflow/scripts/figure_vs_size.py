@@ -6,6 +6,7 @@ import pandas as pd
 from bayes_transfer.logs import job_log
 from bayes_transfer.results import html
 from bayes_transfer.results.plots import error_vs_size
+from bayes_transfer.io import write_csv
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 LABELS = {("error", "test"): "test error (%)", ("error", "shifted_test"): "shifted-test error (%)",
@@ -16,7 +17,7 @@ with job_log(snakemake.log[0], f"figure {w.figure} {w.pretraining}"):
           & (s["metric"] == p.metric) & (s["eval_set"] == p.eval_set)]
     if s.empty:
         raise ValueError(f"{snakemake.input.summary}: no {p.metric} on {p.eval_set} for {w.pretraining}")
-    s.to_csv(out.csv, index=False)
+    write_csv(out.csv, s)
     ylabel = LABELS.get((p.metric, p.eval_set), f"{p.metric} ({p.eval_set})")
     title = f"{w.pretraining} prior: {ylabel.split(' (')[0]} vs training size (± 1 SE)"
     error_vs_size(s, out.png, metric=p.metric, eval_set=p.eval_set, ylabel=ylabel,

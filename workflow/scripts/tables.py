@@ -6,6 +6,7 @@ import pandas as pd
 from bayes_transfer.results import html
 from bayes_transfer.results.aggregate import method_by_size_table, to_latex, to_markdown
 from bayes_transfer.logs import job_log
+from bayes_transfer.io import atomic_open
 
 p = snakemake.wildcards.pretraining
 out = snakemake.output
@@ -19,9 +20,9 @@ with job_log(snakemake.log[0], f"tables {p}"):
         table.columns = [f"n={c}" for c in table.columns]
         caption = (f"{snakemake.params.dataset}, {p} prior: {what} (%) by number of training examples, "
                    f"mean ± SE over seeds; Bayesian methods: {snakemake.params.chains} chain(s) per run (paper: 5)")
-        with open(md, "w") as fh:
+        with atomic_open(md, "w") as fh:
             fh.write(to_markdown(table, caption))
-        with open(tex, "w") as fh:
+        with atomic_open(tex, "w") as fh:
             fh.write(to_latex(table, caption, f"tab:{eval_set}_{p}"))
         html.write(page, html.table_page(
             table, title=caption, caption=html.render_caption(snakemake.params.captions[eval_set], snakemake),

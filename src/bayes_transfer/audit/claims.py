@@ -258,11 +258,16 @@ def evaluate_claims(tables: Mapping[str, pd.DataFrame | None], settings: AuditSe
         return _evaluate(tables, settings, report, power)
 
 
-def _evaluate(tables, settings: AuditSettings, report: pd.DataFrame | None,
-              power: PowerFn | None) -> dict[str, pd.DataFrame]:
+def _evaluate(tables, settings: AuditSettings, report: pd.DataFrame | None, power: PowerFn | None,
+              functions: Mapping | None = None, texts: tuple[Mapping, Mapping, Mapping] | None = None
+              ) -> dict[str, pd.DataFrame]:
+    """The claims of ``functions`` (id -> parts function; default: C1-C11) with their ``texts`` (statement and
+    paper location, title, test, each by id) evaluated into the claims, parts, pairs and strata frames."""
+    functions = CLAIM_FUNCTIONS if functions is None else functions
+    statements, titles, tests = (CLAIMS, TITLES, TESTS) if texts is None else texts
     all_parts: list[Part] = []
     part_rows, claim_rows, pair_frames = [], [], []
-    for cid, fn in CLAIM_FUNCTIONS.items():
+    for cid, fn in functions.items():
         parts = fn(tables, settings)
         all_parts += parts
         evaluated = [p.evaluate(settings, power) for p in parts]
@@ -272,10 +277,10 @@ def _evaluate(tables, settings: AuditSettings, report: pd.DataFrame | None,
         verdict = combine(e["verdict"] for e in used)
         why = ("all parts supported" if verdict == SUPPORTED else
                "; ".join(f"{e['part']}: {e['verdict']} ({e['reason']})" for e in used if e["verdict"] != SUPPORTED))
-        statement, where = CLAIMS[cid]
+        statement, where = statements[cid]
         key = _decisive(used, verdict)
-        claim_rows.append({"claim": cid, "title": TITLES[cid], "statement": statement, "paper": where,
-                           "verdict": verdict, "test": TESTS[cid], "alpha": settings.alpha, "parts": len(used),
+        claim_rows.append({"claim": cid, "title": titles[cid], "statement": statement, "paper": where,
+                           "verdict": verdict, "test": tests[cid], "alpha": settings.alpha, "parts": len(used),
                            "decisive_part": key["part"] if key else "",
                            "decisive_reason": key["reason"] if key else "",
                            **{c: key[c] if key else np.nan for c in ("effect", "unit", "ci_low", "ci_high", "d_z",

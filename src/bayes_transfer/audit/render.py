@@ -13,6 +13,7 @@ import pandas as pd
 
 from bayes_transfer.audit.cells import cells_headline, cells_status_by_table
 from bayes_transfer.audit.settings import AuditSettings
+from bayes_transfer.controls.view import CONTROLS_NOTE, control_rows
 
 # ---------------------------------------------------------------------------------------------------------------
 # numbers as text
@@ -157,6 +158,26 @@ def claims_overview(claims: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def controls_overview(controls: pd.DataFrame) -> pd.DataFrame:
+    """The "Pipeline controls" table: per control and claim, the verdict, the deciding part's effect, what the
+    control must show and whether it does (bayes_transfer.controls.view)."""
+    return pd.DataFrame([{"control": f"{r['control']} ({'passed' if r['passed'] else 'FAILED'})", "claim": r["claim"],
+                          "verdict": r["verdict"], "effect (deciding part)": numbers_text(r, "decisive_part", "verdict"),
+                          "expected": r["expected"], "as expected": r["as_expected"]} for r in control_rows(controls)])
+
+
+def _controls_section(result: Mapping[str, pd.DataFrame], as_html: bool) -> str:
+    """The "Pipeline controls" heading, table and note ('' when the config ran no controls)."""
+    controls = result.get("controls")
+    if controls is None:
+        return ""
+    view = controls_overview(controls)
+    if as_html:
+        return (f"<h2>Pipeline controls</h2>\n{html_table(view, table_id='audit-controls', long=('expected',))}"
+                f"<p style=\"font-size:11px\">{html.escape(CONTROLS_NOTE)}</p>\n")
+    return f"## Pipeline controls\n\n{md_table(view)}\n{CONTROLS_NOTE}\n\n"
+
+
 def parts_view(parts: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
     """The parts table for reading: verdict and numbers first, then how it was tested, provenance last
     (claim_parts.csv has every column under its own name)."""
@@ -206,7 +227,7 @@ def method_text(settings: AuditSettings) -> str:
 def claims_markdown(result: Mapping[str, pd.DataFrame], settings: AuditSettings) -> str:
     lines = ["# Reproducibility audit: the paper's claims tested on our runs", "",
              method_text(settings), "", md_table(claims_overview(result["claims"])), "",
-             "## Parts of each claim", "",
+             _controls_section(result, as_html=False) + "## Parts of each claim", "",
              md_table(parts_view(result["parts"], settings)), "",
              "## How each claim was tested", ""]
     for r in result["claims"].to_dict("records"):
@@ -226,7 +247,7 @@ def claims_html(result: Mapping[str, pd.DataFrame], settings: AuditSettings) -> 
     nowrap = (f"effect [{1 - settings.alpha:.0%} CI]", "p", "signed-rank p", "p (Holm)")
     body = [html_table(claims_overview(result["claims"]), table_id="audit-claims", long=long),
             f"<p>{html.escape(method_text(settings).replace('*', ''))}</p>",
-            "<h2>Parts of each claim</h2>",
+            _controls_section(result, as_html=True) + "<h2>Parts of each claim</h2>",
             html_table(parts_view(result["parts"], settings), table_id="audit-parts", long=long, nowrap=nowrap),
             "<h2>Per-size tests (Holm-corrected within each part)</h2>",
             html_table(strata_view(result["strata"], settings), nowrap=nowrap),
@@ -254,7 +275,7 @@ def claims_fragment(result: Mapping[str, pd.DataFrame], settings: AuditSettings)
             f"with p &lt; alpha; no relevant effect = the {1 - settings.alpha:.0%} CI lies within ± the smallest "
             f"relevant effect; inconclusive otherwise. A claim is supported when all its parts are, else "
             f"contradicted / no relevant effect when any part is. Every part, pair and per-size test: category "
-            f"<i>Reproducibility audit</i>.</p>\n</div>\n")
+            f"<i>Reproducibility audit</i>.</p>\n{_controls_section(result, as_html=True)}</div>\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------

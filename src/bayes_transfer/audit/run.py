@@ -11,8 +11,10 @@ import pandas as pd
 from bayes_transfer.audit import render
 from bayes_transfer.audit.cells import compare_cells, our_cells
 from bayes_transfer.audit.claims import evaluate_claims
+from bayes_transfer.audit.related_claims import with_related_claims
 from bayes_transfer.audit.settings import AuditSettings
 from bayes_transfer.audit.stats import PowerFn
+from bayes_transfer.io import atomic_write_text, write_csv
 
 OUTPUTS = ("cells_csv", "cells_md", "cells_html", "claims_csv", "claims_md", "claims_html", "overview_html",
            "parts_csv", "pairs_csv", "strata_csv")
@@ -20,17 +22,21 @@ OUTPUTS = ("cells_csv", "cells_md", "cells_html", "claims_csv", "claims_md", "cl
 
 def run_audit(tables: Mapping[str, pd.DataFrame | None], settings: AuditSettings | None = None,
               published: pd.DataFrame | None = None, report: pd.DataFrame | None = None,
-              power: PowerFn | None = None) -> dict:
+              power: PowerFn | None = None, controls: pd.DataFrame | None = None) -> dict:
     """The per-cell table and the claims over the given tidy tables (keys as in extract.TABLE_FILES;
     None = not produced by this config). ``published``/``report`` default to the package's reference data;
-    ``power``: the power analysis of each part (see :data:`bayes_transfer.audit.stats.PowerFn`)."""
+    ``power``: the power analysis of each part (see :data:`bayes_transfer.audit.stats.PowerFn`); ``controls``:
+    the controls rule's claims table (results/controls/claims.csv, docs/controls.md), shown as the pages'
+    "Pipeline controls" table (None: the config runs no controls)."""
     from bayes_transfer.audit import reference
 
     settings = settings or AuditSettings()
     published = reference.published_results() if published is None else published
     report = reference.report_verdicts() if report is None else report
     cells = compare_cells(published, our_cells(tables.get("runs"), tables.get("segmentation")))
-    return {"cells": cells, **evaluate_claims(tables, settings, report, power)}
+    # R1, R2 (issue 14's related methods) after C1-C11
+    claims = with_related_claims(evaluate_claims(tables, settings, report, power), tables, settings, power)
+    return {"cells": cells, **claims, **({} if controls is None else {"controls": controls})}
 
 
 def write_audit(result: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | Path],
@@ -52,9 +58,24 @@ def write_audit(result: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | 
     for name, path in outputs.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         if name in tables:
-            result[tables[name]].to_csv(path, index=False)
+            write_csv(path, result[tables[name]])
         else:
-            Path(path).write_text(texts[name]())
+            atomic_write_text(path, texts[name]())
+
+
+def read_controls(path: str | Path | None) -> pd.DataFrame | None:
+    """The controls rule's claims table (one row per control and claim), or None when ``path`` is None."""
+    if path is None:
+        return None
+    table = read_tables({"controls": path})["controls"]
+    missing = {"control", "claim", "verdict"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: not the controls' claims table (no column {sorted(missing)}); expected "
+                         "results/controls/claims.csv of the controls rule")
+    for col in ("degenerate", "unit", "decisive_reason"):  # empty text reads back from CSV as NaN
+        if col in table.columns:
+            table[col] = table[col].astype(object).where(table[col].notna(), "")
+    return table
 
 
 def read_tables(paths: Mapping[str, str | Path | None]) -> dict[str, pd.DataFrame | None]:

@@ -27,15 +27,11 @@ class ConfigError(ValueError):
 
 
 def pool_size(data_cfg: Mapping) -> int:
-    """Training-pool size of the configured dataset (the digits' pool plus their validation split)."""
-    name = data_cfg["dataset"]
-    if name == "digits":
-        from bayes_transfer.data.digits import load_digits_tasks
+    """Training-pool size of the configured dataset (an embedded one's pool plus its validation split)."""
+    from bayes_transfer.data.registry import embedded_pool_size, is_embedded
 
-        d = load_digits_tasks(split_seed=data_cfg["split_seed"], n_test=data_cfg["n_test"], n_val=data_cfg["n_val"],
-                              shift_strength=data_cfg["shift_strength"])
-        return len(d.pool) + len(d.val)
-    return PAPER_POOL_SIZES[name]
+    name = data_cfg["dataset"]
+    return embedded_pool_size(data_cfg) if is_embedded(name) else PAPER_POOL_SIZES[name]
 
 
 def _value_problem(path: str, key: str, value) -> list[str]:
@@ -65,6 +61,13 @@ def config_problems(config: Mapping) -> list[str]:
                 continue
             for i, v in enumerate(values):
                 problems += _value_problem(f"tuning.grids.{method}.{key}[{i}]", key, v)
+    if tuning.get("strategy") == "successive_halving":
+        sh, steps = tuning.get("successive_halving") or {}, train.get("steps")
+        if sh.get("min_steps") is not None and steps is not None and sh["min_steps"] > steps:
+            problems.append(f"tuning.successive_halving.min_steps: expected at most train.steps ({steps}), got "
+                            f"{sh['min_steps']}")
+        problems += [f"tuning.grids.{m}.steps: successive halving sets the steps of each rung; expected no steps "
+                     f"in a grid, got {g['steps']}" for m, g in tuning["grids"].items() if "steps" in g]
     for method, source in tuning["inherit"].items():
         for path, name in ((f"tuning.inherit.{method}", method), (f"tuning.inherit.{method} (value)", source)):
             if name not in METHODS:
@@ -73,6 +76,10 @@ def config_problems(config: Mapping) -> list[str]:
     if data.get("shifted_test") is not None and data["dataset"] != "cifar10":
         problems.append(f"data.shifted_test: {data['shifted_test']} is the shifted test set of cifar10 (its 10 "
                         f"classes); expected null for dataset {data['dataset']!r}, got {data['shifted_test']!r}")
+    from bayes_transfer.data.registry import embedded_problems, is_embedded
+
+    if is_embedded(data["dataset"]):
+        problems += embedded_problems(data)
     pool = pool_size(data)
     for i, n in enumerate(config["sizes"]):
         if n > pool:
@@ -82,9 +89,22 @@ def config_problems(config: Mapping) -> list[str]:
     if train["prior_rank"] is not None and train["prior_rank"] > max_rank:
         problems.append(f"train.prior_rank: expected at most swag.max_rank ({max_rank}), got {train['prior_rank']}")
     problems += _ablation_problems(config, pool)
+    problems += _prior_variant_problems(config)
     from bayes_transfer.config.segmentation import segmentation_config_problems
 
     return problems + segmentation_config_problems(config)
+
+
+def _prior_variant_problems(config: Mapping) -> list[str]:
+    """prior.variants: each (pretraining, method) once (a size not among `sizes` is skipped, see the schema)."""
+    problems, seen = [], set()
+    for i, v in enumerate(config["prior"]["variants"]):
+        key = (v["pretraining"], v["method"])
+        if key in seen:
+            problems.append(f"prior.variants[{i}]: {v['pretraining']}_{v['method']} is listed twice; expected "
+                            "each pre-training and method once")
+        seen.add(key)
+    return problems
 
 
 def _ablation_problems(config: Mapping, pool: int) -> list[str]:

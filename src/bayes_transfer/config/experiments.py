@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
-#: what every sweep experiment switches off: the Fig. 3 ablations and the segmentation tables belong to the
-#: main experiment (each section only where the config has it)
+#: what every sweep experiment switches off: the Fig. 3 ablations, the segmentation tables and the controls belong
+#: to the main experiment (each section only where the config has it)
 SWEEP_OFF: dict[str, Any] = {
     "ablations": {
         "rank": {"methods": []},
@@ -21,6 +21,8 @@ SWEEP_OFF: dict[str, Any] = {
         "landscape": {"enabled": False},
     },
     "segmentation": {"enabled": False},
+    # the pipeline's controls (docs/controls.md) check the pipeline once, in the main experiment
+    "controls": {"enabled": False},
 }
 
 

@@ -18,7 +18,9 @@ def segmentation_config_problems(config: Mapping) -> list[str]:
     if not seg.get("enabled", True):
         return []
     problems: list[str] = []
-    paper_scale = (config.get("data") or {}).get("dataset", "digits") != "digits"
+    from bayes_transfer.data.registry import is_embedded
+
+    paper_scale = not is_embedded((config.get("data") or {}).get("dataset", "digits"))
     main_arch = (config.get("model") or {}).get("arch", "small_resnet")
     datasets = seg.get("datasets") or []
     methods = seg.get("methods") or []

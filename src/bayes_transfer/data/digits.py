@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from bayes_transfer.data.embedded import EmbeddedSplits
 from bayes_transfer.data.subsample import balanced_subsample
 
 __all__ = [
@@ -53,30 +54,13 @@ _AUGMENT = dict(rotation=15.0, translation=1.0, scale=0.1, shear=0.1)
 
 
 @dataclass(frozen=True)
-class DigitsData:
+class DigitsData(EmbeddedSplits):
     """The digits tasks: every split is a ``TensorDataset`` of ``(x, y)``.
 
     ``*_indices`` are the positions of each split's examples in
     ``sklearn.datasets.load_digits()`` (``shifted_test`` uses ``test_indices``).
     ``mean``/``std`` are the standardisation constants (from the source-train images).
     """
-
-    source_train: TensorDataset
-    source_test: TensorDataset
-    pool: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
-    shifted_test: TensorDataset
-    num_classes: int
-    source_train_indices: np.ndarray
-    source_test_indices: np.ndarray
-    pool_indices: np.ndarray
-    val_indices: np.ndarray
-    test_indices: np.ndarray
-    mean: float
-    std: float
-    split_seed: int
-    shift_strength: float
 
 
 @functools.lru_cache(maxsize=1)

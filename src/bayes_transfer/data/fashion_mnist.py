@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from bayes_transfer.data.digits import SHIFT_SEED, _random_affine
+from bayes_transfer.data.embedded import EmbeddedSplits
 from bayes_transfer.data.subsample import balanced_subsample
 
 __all__ = ["FILES", "DEBIAN_DIR", "CLASSES", "NUM_CLASSES", "SOURCE_CLASSES", "DEFAULTS", "FashionMNISTData",
@@ -89,7 +90,7 @@ class FashionMNISTFiles:
 
 
 @dataclass(frozen=True)
-class FashionMNISTData:
+class FashionMNISTData(EmbeddedSplits):
     """The Fashion-MNIST tasks: every split is a ``TensorDataset`` of ``(x, y)``.
 
     ``source_train_indices``, ``pool_indices`` and ``val_indices`` are positions in the train files,
@@ -97,23 +98,7 @@ class FashionMNISTData:
     files. ``mean``/``std`` are the standardisation constants, ``files`` the paths read.
     """
 
-    source_train: TensorDataset
-    source_test: TensorDataset
-    pool: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
-    shifted_test: TensorDataset
-    num_classes: int
     source_classes: int
-    source_train_indices: np.ndarray
-    source_test_indices: np.ndarray
-    pool_indices: np.ndarray
-    val_indices: np.ndarray
-    test_indices: np.ndarray
-    mean: float
-    std: float
-    split_seed: int
-    shift_strength: float
     image_size: int
     files: Mapping[str, str]
 

@@ -152,6 +152,9 @@ class Hyper(LoopHyper):
     isotropic_variance: float = only_for("isotropic_zero", "isotropic_mean", default=1.0)  # alpha
     # independent chains of the Bayesian methods averaged into one BMA (stages.experiment.fit_stage; paper: 5)
     chains: int = only_for("sampler", default=1)
+    # the variational methods' estimate of the expected NLL: BayesAdapter's "exemplar" (a draw per example),
+    # "flipout" (~0.4x its CPU cost) or "shared" (one draw per batch); inference.variational_fit
+    vi_reparameterisation: str = only_for("variational", default="exemplar")
 
 
 @dataclass

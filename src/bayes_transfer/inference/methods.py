@@ -10,7 +10,14 @@ bnn_isotropic_prior    SGHMC / SGLD    zero-mean isotropic N(0, alpha I) ("non-l
 sgd_ensemble           SGD x M         M independently seeded sgd_transfer members, probabilities averaged
 sgd_learned_mean       SGD (MAP)       isotropic alpha I centred at the pre-trained weights (Fig. 3c)
 bnn_learned_mean       SGHMC / SGLD    isotropic alpha I centred at the pre-trained weights (Fig. 3c); BMA
+vi_learned_prior       mean-field VI   learned prior (SWAG or BBB), covariance rescaled by lambda; S draws
+vi_isotropic_prior     mean-field VI   zero-mean isotropic N(0, alpha I); S draws
 =====================  ==============  ===============================================================
+
+The two ``vi_*`` methods are BayesAdapter's variational fine-tuning (issue 14,
+:mod:`~bayes_transfer.inference.variational_fit`): a mean-field Gaussian over the backbone, initialised at the
+pre-trained weights, KL to the prior in closed form, weighted by the ``temperature``; predictions average
+S = ``cycles * samples_per_cycle`` draws.
 
 The new head always gets a zero-mean isotropic prior (``head_weight_decay``). Every method starts from
 the pre-trained feature extractor and a freshly initialised head (seeded).
@@ -37,6 +44,7 @@ class MethodSpec:
     bayesian: bool  # SG-MCMC with a Bayesian model average (else SGD)
     prior: str  # "weight_decay" | "learned" | "isotropic_zero" | "isotropic_mean"
     ensemble: bool = False
+    variational: bool = False  # mean-field VI (inference.variational_fit), predictions averaged over S draws
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -47,7 +55,15 @@ METHODS: dict[str, MethodSpec] = {
     "sgd_ensemble": MethodSpec(False, "weight_decay", ensemble=True),
     "sgd_learned_mean": MethodSpec(False, "isotropic_mean"),
     "bnn_learned_mean": MethodSpec(True, "isotropic_mean"),
+    "vi_learned_prior": MethodSpec(False, "learned", variational=True),
+    "vi_isotropic_prior": MethodSpec(False, "isotropic_zero", variational=True),
 }
+
+#: BayesAdapter's variational fine-tuning with a learned and with an isotropic prior (issue 14)
+VI_METHODS = ("vi_learned_prior", "vi_isotropic_prior")
+#: the sampler's keys the variational methods read, and the prior-step key they do not
+VI_SAMPLER_KEYS = ("temperature", "cycles", "samples_per_cycle")
+VI_UNUSED = ("prior_update",)
 
 #: the five methods of the paper's data-size tables (Tables 2-13)
 TABLE_METHODS = ("sgd_transfer", "sgd_learned_prior", "bnn_learned_prior", "bnn_isotropic_prior", "sgd_ensemble")
@@ -106,6 +122,14 @@ def run_method(
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     spec = METHODS[method]
     n = len(train_set)
+    if spec.variational:
+        from bayes_transfer.inference.variational_fit import fit_variational
+
+        model = downstream_model(arch, pretrained_state, num_classes, seed, arch_kwargs)
+        prior = (float(hp.isotropic_variance) if spec.prior == "isotropic_zero"
+                 else backbone_prior_for(method, model, hp, learned_prior))
+        return fit_variational(model, train_set, hp=hp, eval_sets=eval_sets, prior=prior, seed=seed,
+                               device=device, desc=method)
     if spec.prior == "isotropic_zero":
         hp = Hyper.from_dict(hp.to_dict() | {"weight_decay": 1.0 / (n * hp.isotropic_variance)})
     elif spec.prior != "weight_decay":
@@ -149,6 +173,8 @@ bnn_isotropic_prior = _method_function("bnn_isotropic_prior")
 sgd_ensemble = _method_function("sgd_ensemble")
 sgd_learned_mean = _method_function("sgd_learned_mean")
 bnn_learned_mean = _method_function("bnn_learned_mean")
+vi_learned_prior = _method_function("vi_learned_prior")
+vi_isotropic_prior = _method_function("vi_isotropic_prior")
 
 
 def relevant_hyper(method: str, train_cfg: Mapping, hyper: type[LoopHyper] = Hyper) -> dict:
@@ -162,8 +188,11 @@ def relevant_hyper(method: str, train_cfg: Mapping, hyper: type[LoopHyper] = Hyp
         raise ValueError(f"unknown method {method!r} for {hyper.__name__}; known: "
                          f"{', '.join(hyper.methods or METHODS)}")
     spec = METHODS[method]
-    uses = {spec.prior} | ({"sampler"} if spec.bayesian else set()) | ({"ensemble"} if spec.ensemble else set())
+    uses = ({spec.prior} | ({"sampler"} if spec.bayesian else set()) | ({"ensemble"} if spec.ensemble else set())
+            | ({"variational"} if spec.variational else set()))
     keys = [f.name for f in fields(hyper) if uses.intersection(f.metadata.get("only_for", uses))]
+    if spec.variational:  # the temperature weights the KL, S = cycles x samples_per_cycle; no prior step
+        keys = [k for k in keys if k not in VI_UNUSED] + list(VI_SAMPLER_KEYS)
     if spec.ensemble and not train_cfg.get("ensemble_size"):
         keys += ["cycles", "samples_per_cycle"]  # the default number of members
     return {k: train_cfg[k] for k in keys if k in train_cfg}

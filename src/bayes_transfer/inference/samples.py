@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bayes_transfer.device import RuntimeOptions
 from bayes_transfer.inference.bma import BayesianModelAverage
+from bayes_transfer.io import save_torch
 
 
 class Diverged(RuntimeError):
@@ -84,8 +85,7 @@ class EvalSetAverage:
             raise Diverged(f"non-finite predictions at sample step {step}")
         self.bma.add(probs)
         if self.sample_dir is not None:
-            Path(self.sample_dir).mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), Path(self.sample_dir) / f"sample_{self.num_samples - 1:03d}.pt")
+            save_torch(model.state_dict(), Path(self.sample_dir) / f"sample_{self.num_samples - 1:03d}.pt")
 
     def result(self, model: nn.Module) -> dict:
         return {"probs": self.bma.probs()}

@@ -6,6 +6,8 @@ Every model built here has
 * ``features(x)``: the pooled feature vector that feeds ``fc``, and
 * ``feature_dim``: the length of that vector (``fc.in_features``).
 
+:class:`SmallResNet` (``small_resnet``, the digits) and :class:`ResNet28` (``resnet28``, Fashion-MNIST's 28 px
+images) are small residual CNNs with BatchNorm and torchvision's parameter names.
 Torchvision ResNets get ``features`` from :class:`ResNetWithFeatures`, a subclass of
 ``torchvision.models.ResNet``; its parameter names are exactly torchvision's, so checkpoints
 load unchanged. Torchvision is only imported when such a model is requested.
@@ -26,6 +28,7 @@ __all__ = [
     "KNOWN_ARCHS",
     "BasicBlock",
     "SmallResNet",
+    "ResNet28",
     "build_model",
     "extract_features",
     "split_named_parameters",
@@ -34,7 +37,7 @@ __all__ = [
 ]
 
 HEAD_PREFIX = "fc."
-KNOWN_ARCHS = ("small_resnet", "resnet18", "resnet50", "resnet101")
+KNOWN_ARCHS = ("small_resnet", "resnet28", "resnet18", "resnet50", "resnet101")
 
 # torchvision constructor arguments (block type name, blocks per stage) for each arch.
 _TORCHVISION_LAYOUT = {
@@ -48,6 +51,19 @@ def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def _check_sizes(num_classes: int, in_channels: int, width: int, blocks: Sequence[int], stages: int) -> tuple:
+    """The checked sizes of a residual network with ``stages`` stages; returns ``blocks`` as a tuple."""
+    _check_positive_int("num_classes", num_classes)
+    _check_positive_int("in_channels", in_channels)
+    _check_positive_int("width", width)
+    blocks = tuple(blocks)
+    if len(blocks) != stages:
+        raise ValueError(f"blocks must have {stages} entries (one per stage), got {blocks!r}")
+    for i, b in enumerate(blocks):
+        _check_positive_int(f"blocks[{i}]", b)
+    return blocks
 
 
 class BasicBlock(nn.Module):
@@ -91,14 +107,7 @@ class SmallResNet(nn.Module):
         blocks: Sequence[int] = (1, 1, 1),
     ) -> None:
         super().__init__()
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("width", width)
-        blocks = tuple(blocks)
-        if len(blocks) != 3:
-            raise ValueError(f"blocks must have 3 entries (one per stage), got {blocks!r}")
-        for i, b in enumerate(blocks):
-            _check_positive_int(f"blocks[{i}]", b)
+        blocks = _check_sizes(num_classes, in_channels, width, blocks, stages=3)
 
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -133,6 +142,48 @@ class SmallResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+class ResNet28(SmallResNet):
+    """A four-stage residual CNN for 28 px images (Fashion-MNIST), torchvision's layout at a small width.
+
+    Like torchvision's ResNet-18 it has a stem (here one 3x3 conv-BN with stride ``stem_stride``, no
+    max-pooling) and four stages ``layer1``..``layer4`` of BasicBlocks with ``width``, ``2*width``, ``4*width``
+    and ``8*width`` channels and strides 1, 2, 2, 2; parameter names are torchvision's (``conv1``, ``bn1``,
+    ``layer1.0.conv1``, ..., ``layer4.0.downsample.0``, ``fc``). With the defaults (width 16, one block per stage,
+    stem stride 2) a 28 px image becomes feature maps of 14, 7, 4 and 2 px; 5 classes give 307,893 parameters.
+    ``stem_stride=1`` keeps the stem at full resolution (4x the compute; for 14 px inputs).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        width: int = 16,
+        blocks: Sequence[int] = (1, 1, 1, 1),
+        stem_stride: int = 2,
+    ) -> None:
+        nn.Module.__init__(self)
+        blocks = _check_sizes(num_classes, in_channels, width, blocks, stages=4)
+        _check_positive_int("stem_stride", stem_stride)
+
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_stage(width, width, blocks[0], stride=1)
+        self.layer2 = self._make_stage(width, 2 * width, blocks[1], stride=2)
+        self.layer3 = self._make_stage(2 * width, 4 * width, blocks[2], stride=2)
+        self.layer4 = self._make_stage(4 * width, 8 * width, blocks[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = 8 * width
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        self._init_weights()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled feature vector of shape ``(N, feature_dim)``."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -190,12 +241,15 @@ def _build_torchvision_resnet(arch: str, num_classes: int, **kwargs: Any) -> nn.
 def build_model(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a randomly initialised model; ``arch`` is one of :data:`KNOWN_ARCHS`.
 
-    ``kwargs`` go to :class:`SmallResNet` (``in_channels``, ``width``, ``blocks``) or to the
+    ``kwargs`` go to :class:`SmallResNet` or :class:`ResNet28` (``in_channels``, ``width``, ``blocks``; ResNet28
+    also ``stem_stride``) or to the
     torchvision ``ResNet`` constructor (e.g. ``zero_init_residual``). Nothing is downloaded.
     """
     _check_positive_int("num_classes", num_classes)
     if arch == "small_resnet":
         return SmallResNet(num_classes, **kwargs)
+    if arch == "resnet28":
+        return ResNet28(num_classes, **kwargs)
     if arch in _TORCHVISION_LAYOUT:
         return _build_torchvision_resnet(arch, num_classes, **kwargs)
     raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(KNOWN_ARCHS)}")

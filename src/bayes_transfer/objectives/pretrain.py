@@ -1,8 +1,10 @@
-"""Source-task objectives and pre-training: supervised cross-entropy and SimCLR (NT-Xent).
+"""Source-task objectives and pre-training: supervised cross-entropy, SimCLR (NT-Xent) and BYOL.
 
 At paper scale the source checkpoints are ImageNet models (downloaded once, converted by name); on the
 embedded default they are trained here on the source digits. The same :class:`SourceObjective` is used
 again when the prior is learned (SWAG fine-tuning on the source loss, :mod:`bayes_transfer.priors.learning`).
+BYOL (:class:`~bayes_transfer.objectives.byol.BYOLObjective`, BYOV's self-supervised source loss) is made by
+:func:`make_objective` like the other two; its EMA target follows the online network after every step.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from bayes_transfer.inference.state import load_matching_state, rng_states, save
 
 log = logging.getLogger("bayes_transfer.objectives.pretrain")
 
-PRETRAININGS = ("supervised", "simclr")
+PRETRAININGS = ("supervised", "simclr", "byol")
+#: the pre-trainings whose loss is a SourceObjective (BYOL has its own class)
+SOURCE_OBJECTIVES = ("supervised", "simclr")
 
 
 class SourceObjective(nn.Module):
@@ -44,8 +48,9 @@ class SourceObjective(nn.Module):
                  temperature: float = 0.1, proj_layers: int = 2, proj_dim: int = 64, seed: int = 0,
                  supervised_augment: Callable | None = None):
         super().__init__()
-        if kind not in PRETRAININGS:
-            raise ValueError(f"pre-training must be one of {PRETRAININGS}, got {kind!r}")
+        if kind not in SOURCE_OBJECTIVES:
+            raise ValueError(f"SourceObjective kind must be one of {SOURCE_OBJECTIVES}, got {kind!r}"
+                             + (" (byol: make_objective)" if kind == "byol" else ""))
         self.kind = kind
         self.temperature = temperature
         self.augment = augment
@@ -69,6 +74,32 @@ class SourceObjective(nn.Module):
         return nt_xent(z1, z2, self.temperature)
 
 
+def make_objective(kind: str, model: nn.Module, *, augment: Callable | None = None, seed: int = 0) -> nn.Module:
+    """The source objective of pre-training ``kind`` for ``model`` (``loss = objective(model, x, y)``)."""
+    if kind not in PRETRAININGS:
+        raise ValueError(f"pre-training must be one of {PRETRAININGS}, got {kind!r}")
+    if kind == "byol":
+        from bayes_transfer.objectives.byol import BYOLObjective
+
+        return BYOLObjective(model, augment, seed=seed)
+    return SourceObjective(kind, model.feature_dim, augment=augment, seed=seed)
+
+
+def objective_parameters(objective: nn.Module) -> list:
+    """What the optimiser updates besides the model (BYOL: online heads; its target copies are EMA-only)."""
+    if hasattr(objective, "trainable_parameters"):
+        return list(objective.trainable_parameters())
+    return list(objective.parameters())
+
+
+def ema_step(objective: nn.Module, model: nn.Module, step: int, steps: int) -> None:
+    """BYOL's target update after optimiser step ``step`` of ``steps`` (tau from its cosine schedule)."""
+    if hasattr(objective, "update_target"):
+        from bayes_transfer.objectives.byol import byol_momentum
+
+        objective.update_target(model, byol_momentum(step, steps, objective.momentum))
+
+
 @dataclass
 class PretrainConfig:
     steps: int = 1500
@@ -77,6 +108,9 @@ class PretrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     log_every: int = 100
+    # supervised pre-training on the source task's augmentation (the ``augment`` passed to pretrain); SimCLR and
+    # BYOL augment their views whatever this says
+    augment: bool = False
 
 
 def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: PretrainConfig, *,
@@ -85,7 +119,7 @@ def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: Pr
              checkpoint_every: int = 0) -> tuple[nn.Module, SourceObjective, list[dict]]:
     """Train a model from scratch on the source task; returns (model, objective, history).
 
-    For SimCLR the model's ``fc`` is untouched (the head is trained downstream); the objective carries
+    For SimCLR and BYOL the model's ``fc`` is untouched (the head is trained downstream); the objective carries
     the trained projection head, which the prior-learning step continues to use. With ``checkpoint_path``
     and ``checkpoint_every > 0`` the whole state is saved there every ``checkpoint_every`` steps and a run
     finding the file continues from it (same numbers on the CPU); the caller deletes it when done.
@@ -95,8 +129,12 @@ def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: Pr
     torch.manual_seed(seed)
     model = build_model(arch, num_classes, **(arch_kwargs or {})).to(device)
     model = runtime.prepare_model(model).train()
-    objective = SourceObjective(kind, model.feature_dim, augment=augment, seed=seed).to(device)
-    params = list(model.parameters()) + list(objective.parameters())
+    objective = make_objective(kind, model, augment=augment, seed=seed).to(device)
+    if kind == "supervised" and cfg.augment:
+        if augment is None:
+            raise ValueError("pretrain.augment is true but the source task has no augmentation to apply")
+        objective.supervised_augment = augment
+    params = list(model.parameters()) + objective_parameters(objective)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     stream = BatchStream(train_set, cfg.batch_size, gen, device, runtime)
@@ -117,6 +155,7 @@ def pretrain(arch: str, kind: str, train_set: Dataset, num_classes: int, cfg: Pr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        ema_step(objective, model, step, cfg.steps)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             value = float(loss.detach())
             if not math.isfinite(value):

@@ -19,6 +19,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from bayes_transfer.io import atomic_write_text
+
 #: columns that hold provenance rather than results: always folded
 PROVENANCE_COLUMNS = ("path", "paths", "runs", "code_version", "reason", "config", "hyper")
 #: a cell longer than this many characters is folded too
@@ -142,4 +144,4 @@ def render_caption(template: str, snakemake=None, **context) -> str:
 
 def write(path: str | Path, text: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)

@@ -20,6 +20,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import (FixedFormatter, FixedLocator, FuncFormatter, MaxNLocator, NullFormatter,
                                NullLocator)
 
+from bayes_transfer.io import atomic_open
+
 METHOD_LABELS = {
     "sgd_transfer": "SGD transfer",
     "sgd_learned_prior": "SGD learned prior",
@@ -28,6 +30,8 @@ METHOD_LABELS = {
     "sgd_ensemble": "SGD ensemble",
     "sgd_learned_mean": "SGD learned mean (isotropic)",
     "bnn_learned_mean": "BNN learned mean (isotropic)",
+    "vi_learned_prior": "VI learned prior",
+    "vi_isotropic_prior": "VI non-learned prior",
 }
 
 #: one colour per method, the same in every figure: the Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008,
@@ -41,6 +45,9 @@ METHOD_COLORS = {
     "sgd_ensemble": "#009E73",  # bluish green
     "sgd_learned_mean": "#D55E00",  # vermillion
     "bnn_learned_mean": "#56B4E9",  # sky blue
+    # the variational methods (issue 14), beyond the 8 Okabe-Ito colours: Paul Tol's indigo and olive
+    "vi_learned_prior": "#332288",  # indigo
+    "vi_isotropic_prior": "#999933",  # olive
 }
 
 #: Fig. 3a compares kinds of direction, not methods: colours outside the method palette (Paul Tol's wine, grey)
@@ -89,8 +96,9 @@ def _figure(**kwargs):
 
 def _save(fig, out: str | Path | None):
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=150, bbox_inches="tight")  # "tight" keeps the legend outside the axes in the file
+        # atomically: a killed job never leaves half a PNG; "tight" keeps the legend outside the axes in the file
+        with atomic_open(out, "wb") as fh:
+            fig.savefig(fh, format=Path(out).suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
     return fig
 
 

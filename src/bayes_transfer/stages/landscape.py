@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bayes_transfer.priors.gaussian import GaussianPrior
+from bayes_transfer.io import write_csv
 
 Direction = dict[str, Tensor]
 
@@ -350,7 +351,7 @@ def landscape_stage(pretraining: str, seeds: Sequence[int], *, checkpoint: str, 
     table = pd.DataFrame(rows)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.attrs["code_version"] = code_version()
-    table.to_csv(out, index=False)
+    write_csv(out, table)
     return table
 
 

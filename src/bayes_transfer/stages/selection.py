@@ -63,10 +63,11 @@ def select(rows: Sequence[Mapping], score: str) -> Mapping | None:
     ok = [r for r in rows if r.get("success") and math.isfinite(r["nll"]) and math.isfinite(r["error"])]
     if not ok:
         return None
-    return min(ok, key=lambda r: (sort_key(r, score), _values_key(r["values"])))
+    return min(ok, key=lambda r: (sort_key(r, score), values_key(r["values"])))
 
 
-def _values_key(values: Mapping) -> tuple:
+def values_key(values: Mapping) -> tuple:
+    """The tie-break of equal scores: the grid values, key by key in sorted key order (smaller first)."""
     return tuple((k, float(v) if isinstance(v, (int, float)) else str(v)) for k, v in sorted(values.items()))
 
 

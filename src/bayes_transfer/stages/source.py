@@ -1,8 +1,8 @@
 """The source side of the protocol: the pre-trained checkpoint and the prior learned from it (or imported).
 
-:func:`pretrain_stage` trains the source checkpoint (embedded default), :func:`convert_stage` turns a fetched
-ImageNet checkpoint into the same format (paper scale), :func:`prior_stage` learns the SWAG prior on the
-checkpoint's own source loss and :func:`import_prior_stage` imports the authors' released prior instead. Each
+:func:`pretrain_stage` trains the source checkpoint (embedded default; supervised, SimCLR or BYOL),
+:func:`convert_stage` turns a fetched ImageNet checkpoint into the same format (paper scale), :func:`prior_stage`
+learns the prior on the checkpoint's own source loss (SWAG, or Bayes by Backprop: BYOV, issue 14) and :func:`import_prior_stage` imports the authors' released prior instead. Each
 reads plain config slices, writes its file atomically and returns what it wrote; the downstream stages are
 :mod:`bayes_transfer.stages.experiment`.
 """
@@ -23,10 +23,14 @@ from bayes_transfer.io import save_torch
 from bayes_transfer.objectives.pretrain import PretrainConfig, pretrain
 from bayes_transfer.priors.gaussian import GaussianPrior
 from bayes_transfer.priors.learning import SWAGConfig, learn_prior
+from bayes_transfer.priors.bbb import BBBConfig, learn_bbb_prior
 from bayes_transfer.stages.job import code_version
 from bayes_transfer.stages.task import load_task, source_train_set
 
-__all__ = ["pretrain_stage", "convert_stage", "load_pretrained", "prior_stage", "warn_if_drift_dominated",
+#: how a prior is learned from a checkpoint (``prior.method``, ``prior.variants[].method``)
+PRIOR_METHODS = ("swag", "bbb")
+
+__all__ = ["PRIOR_METHODS", "pretrain_stage", "convert_stage", "load_pretrained", "prior_stage", "warn_if_drift_dominated",
            "import_prior_stage"]
 
 log = logging.getLogger("bayes_transfer.stages.source")
@@ -96,8 +100,14 @@ def load_pretrained(path: str) -> dict:
 
 
 def prior_stage(pretraining: str, checkpoint: str, data_cfg: Mapping, model_cfg: Mapping, swag_cfg: Mapping,
-                out: str, seed: int = 0, device: str | None = None, checkpoint_every: int = 0) -> GaussianPrior:
-    """Learn the SWAG prior from a checkpoint on its own source loss; the prior file is reusable.
+                out: str, seed: int = 0, device: str | None = None, checkpoint_every: int = 0, *,
+                method: str = "swag", bbb_cfg: Mapping | None = None) -> GaussianPrior:
+    """Learn the prior from a checkpoint on its own source loss; the prior file is reusable.
+
+    ``method``: ``swag`` (``swag_cfg``: :class:`~bayes_transfer.priors.learning.SWAGConfig`) or ``bbb`` (Bayes by
+    Backprop, ``bbb_cfg``: :class:`~bayes_transfer.priors.bbb.BBBConfig`; a diagonal, rank-0 prior in the same
+    file format, ``metadata["prior_method"] == "bbb"``; the supervised objective augments as ``swag.augment``
+    says, and a run is not resumable: it costs seconds on the digits).
 
     At paper scale the source task is ImageNet's training set (:func:`source_train_set`), whose loader already
     crops and flips; on the digits the supervised objective gets the task's augmentation (``swag.augment``).
@@ -107,21 +117,33 @@ def prior_stage(pretraining: str, checkpoint: str, data_cfg: Mapping, model_cfg:
     continues from it, and it is removed once ``out`` is written.
     """
     from bayes_transfer.models.resnets import build_model
-    from bayes_transfer.objectives.pretrain import SourceObjective
+    from bayes_transfer.objectives.pretrain import make_objective
 
+    if method not in PRIOR_METHODS:
+        raise ValueError(f"prior method must be one of {PRIOR_METHODS}, got {method!r}")
     task = load_task(data_cfg)
     dev = get_device(device)
     ckpt = load_pretrained(checkpoint)
     model = build_model(model_cfg["arch"], task.source_classes, **(model_cfg.get("kwargs") or {}))
     model.load_state_dict(ckpt["state_dict"])
-    objective = SourceObjective(pretraining, model.feature_dim, augment=task.augment, seed=seed)
+    objective = make_objective(pretraining, model, augment=task.augment, seed=seed)
     objective.load_state_dict(ckpt["objective"])
     source = "imagenet" if task.source_train is None else f"{task.name} source"
+    metadata = {"arch": model_cfg["arch"], "pretraining": pretraining, "source_task": source,
+                "checkpoint": str(checkpoint), "code_version": code_version()}
+    if method == "bbb":
+        if pretraining == "supervised" and swag_cfg.get("augment", True) and task.source_train is not None:
+            objective.supervised_augment = task.augment
+        prior, history = learn_bbb_prior(model, objective, source_train_set(task, data_cfg),
+                                         BBBConfig(**(bbb_cfg or {})), seed=seed, device=dev,
+                                         metadata=metadata | {"source_augmented": objective.kind != "supervised"
+                                                              or objective.supervised_augment is not None})
+        prior.metadata["history"] = history
+        prior.save(out)
+        return prior
     prior = learn_prior(model, objective, source_train_set(task, data_cfg), SWAGConfig(**swag_cfg), seed=seed,
-                        device=dev, metadata={"arch": model_cfg["arch"], "pretraining": pretraining,
-                                              "source_task": source, "checkpoint": str(checkpoint),
-                                              "code_version": code_version()},
-                        checkpoint_path=f"{out}.ckpt", checkpoint_every=checkpoint_every,
+                        device=dev, metadata=metadata, checkpoint_path=f"{out}.ckpt",
+                        checkpoint_every=checkpoint_every,
                         source_augment=task.augment if task.source_train is not None else None)
     prior.save(out)
     Path(f"{out}.ckpt").unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """The data of one configured experiment: source and downstream sets, training subsamples, held-out splits.
 
-:func:`load_task` reads the ``data`` section of the config into a :class:`Task` (the digits, or a paper-scale
-dataset read from disk); :func:`training_subset` is the class-balanced subsample of size n for a seed and
+:func:`load_task` reads the ``data`` section of the config into a :class:`Task` (the digits, Fashion-MNIST's idx
+files, or a paper-scale dataset read from disk; which datasets are embedded: :mod:`bayes_transfer.data.registry`); :func:`training_subset` is the class-balanced subsample of size n for a seed and
 :func:`holdout_split` cuts a tuning subsample into its training and held-out validation parts, and
 :func:`tuning_data` is the (training, validation) pair of one tuning size under either protocol
 (``tuning.validation``: the task's own validation split or a held-out part; see
@@ -79,6 +79,8 @@ def load_task(data_cfg: Mapping) -> Task:
         val = d.val if len(d.val) else None
         return Task("digits", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.num_classes,
                     "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None)
+    if name == "fashion_mnist":
+        return _fashion_mnist_task(data_cfg)
     from bayes_transfer.data import paper
     from bayes_transfer.data.cifar101 import load_cifar101
     from bayes_transfer.data.transforms import simclr_augment
@@ -94,8 +96,22 @@ def load_task(data_cfg: Mapping) -> Task:
                 simclr_augment)
 
 
+def _fashion_mnist_task(data_cfg: Mapping) -> Task:
+    """Fashion-MNIST (:mod:`bayes_transfer.data.fashion_mnist`) in the digits' shape: classes 0-4 the source
+    task, 5-9 the downstream task; the validation split scores the tuning fits (drawn from the pool without it)
+    and joins the pool of the evaluation fits."""
+    from bayes_transfer.data.fashion_mnist import augment, fashion_mnist_from_config
+
+    d = fashion_mnist_from_config(data_cfg)
+    val = d.val if len(d.val) else None
+    pool = TensorDataset(torch.cat([d.pool.tensors[0], d.val.tensors[0]]),
+                         torch.cat([d.pool.tensors[1], d.val.tensors[1]]))
+    return Task("fashion_mnist", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.source_classes,
+                "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None)
+
+
 def source_train_set(task: Task, data_cfg: Mapping) -> Dataset:
-    """The source task's training set: the digits' source split, or ImageNet's at paper scale."""
+    """The source task's training set: the source split of an embedded dataset, or ImageNet's at paper scale."""
     if task.source_train is not None:
         return task.source_train
     from bayes_transfer.data.imagenet import load_imagenet_train

@@ -29,11 +29,13 @@ def _dataclass_sections():
     from bayes_transfer.inference.segmentation import SegmentationHyper
     from bayes_transfer.models.deeplab import ModelSpec
     from bayes_transfer.objectives.pretrain import PretrainConfig
+    from bayes_transfer.priors.bbb import BBBConfig
     from bayes_transfer.priors.learning import SWAGConfig
 
     return [
         ("train", Hyper, set(), set()),
         ("swag", SWAGConfig, set(), set()),
+        ("bbb", BBBConfig, set(), set()),
         ("pretrain", PretrainConfig, set(), set()),
         # the learning rate of a segmentation run is its dataset's (scenes.lr, voc2012.lr, cityscapes.lr)
         ("segmentation.train", SegmentationHyper, set(), {"lr"}),
@@ -189,12 +191,12 @@ def test_every_schema_problem_is_one_line_naming_key_expectation_and_value():
     assert sorted(err.value.problems) == sorted([
         "sizes[1]: expected an integer, got 'abc'",
         "methods[0]: expected one of sgd_transfer, sgd_learned_prior, bnn_learned_prior, bnn_isotropic_prior, "
-        "sgd_ensemble, sgd_learned_mean, bnn_learned_mean, got 'sgd_magic'",
+        "sgd_ensemble, sgd_learned_mean, bnn_learned_mean, vi_learned_prior, vi_isotropic_prior, got 'sgd_magic'",
         "seeds: expected at least 1 item(s), got []",
         "train.prior_scale: expected a number > 0, got -1",
         "train.temprature: unknown key; expected one of batch_size, chains, cycles, ensemble_size, exploration_fraction, "
         "grad_clip, head_weight_decay, isotropic_variance, log_every, lr, momentum, prior_convention, prior_rank, "
-        "prior_scale, prior_truncation, prior_update, sampler, samples_per_cycle, steps, temperature, weight_decay, "
+        "prior_scale, prior_truncation, prior_update, sampler, samples_per_cycle, steps, temperature, vi_reparameterisation, weight_decay, "
         "got 0.1",
         "train.steps: expected an integer, got 2.5",
         "segmentation.scenes.canvas: expected a multiple of 4, got 26",
@@ -232,9 +234,11 @@ def test_readme_override_example_plans_as_written(workdir):
     out = subprocess.run(command, shell=True, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     counts = _job_counts(out.stdout + out.stderr)
-    # one pre-training (segmentation's ResNet-50 column follows it), 2 methods x 2 sizes, Fig. 3c's 2 methods too
-    assert counts["pretrain"] == 1 and counts["learn_prior"] == 1
-    assert counts["fit"] == 2 * 2 + 2 * 2
+    # one pre-training (segmentation's ResNet-50 column follows it), 2 methods x 2 sizes, Fig. 3c's 2 methods too;
+    # prior.variants: the BBB prior of the supervised checkpoint with bnn_learned_prior at its sizes in `sizes`
+    # (10), the VI variant at n = 50 only (not in `sizes`, so not run)
+    assert counts["pretrain"] == 1 and counts["learn_prior"] == 2
+    assert counts["fit"] == 2 * 2 + 2 * 2 + 1
     # the ablations use the supervised prior at n = 100 (one job per method; lambda: per method and convention)
     assert counts["ablation_rank"] == 2 and counts["ablation_lambda"] == 2 * 2
     assert not (workdir / "results").exists()

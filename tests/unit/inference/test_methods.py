@@ -54,7 +54,8 @@ def test_every_method_runs_and_gives_probabilities(setup, method):
     assert res.success, res.reason
     p = res.probs["test"]
     assert p.shape == (300, 5) and torch.allclose(p.sum(1), torch.ones(300, dtype=p.dtype))
-    expected_samples = 1 if not (METHODS[method].bayesian or METHODS[method].ensemble) else 4
+    spec = METHODS[method]
+    expected_samples = 1 if not (spec.bayesian or spec.ensemble or spec.variational) else 4
     assert res.num_samples == expected_samples
     assert 0.0 <= metrics.accuracy(p, setup[0].test.tensors[1]) <= 1.0
 
@@ -160,6 +161,9 @@ def test_relevant_hyper_names_only_the_keys_a_method_reads():
         "bnn_learned_mean": common | {"isotropic_variance", "prior_update"} | sampler,
         # ensemble_size 0: as many members as the BMA has samples, cycles x samples_per_cycle
         "sgd_ensemble": common | {"weight_decay", "ensemble_size", "cycles", "samples_per_cycle"},
+        # variational: the temperature weights the KL, S = cycles x samples_per_cycle draws; no prior step
+        "vi_learned_prior": common | (learned - {"prior_update"}) | {"temperature", "cycles", "samples_per_cycle", "vi_reparameterisation"},
+        "vi_isotropic_prior": common | {"isotropic_variance", "temperature", "cycles", "samples_per_cycle", "vi_reparameterisation"},
     }
     assert set(expected) == set(METHODS)
     for method, keys in expected.items():
