@@ -46,8 +46,9 @@ DRY_RUN_INSTEAD = {
 SKIPPED = {
     'python3 -m venv .venv && .venv/bin/pip install -e ".[all]"':
         "the set-up itself; .ci/run runs it in a fresh clone, and this test uses its .venv",
-    ".venv/bin/python -m pytest": "the test suite itself",
-    ".venv/bin/snakemake --cores 2": "the whole default (about 15 minutes); its dry run is a README command",
+    '.venv/bin/python -m pytest -m "not slow"': "the test suite itself",
+    ".venv/bin/python -m pytest -m slow": "the slow tests of the suite itself",
+    ".venv/bin/snakemake --cores 2": "the whole default (about 17 minutes); its dry run is a README command",
     ".venv/bin/python -m bayes_transfer demo":
         "~40 s of training; `demo --quick`, a README command, runs the same code",
     ".venv/bin/snakemake --report results/report.html":
@@ -114,7 +115,8 @@ def test_readme_uses_the_venv_everywhere():
 
 def test_ci_runs_exactly_the_readme_setup_and_test_commands():
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    for command in ('python3 -m venv .venv && .venv/bin/pip install -e ".[all]"', ".venv/bin/python -m pytest"):
+    for command in ('python3 -m venv .venv && .venv/bin/pip install -e ".[all]"',
+                    '.venv/bin/python -m pytest -m "not slow"', ".venv/bin/python -m pytest -m slow"):
         assert command in COMMANDS, f"README.md lost its command {command!r}"
         assert command in ci, f".ci/run does not run the README's command {command!r}"
 
