@@ -31,7 +31,6 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from bayes_transfer.models.resnets import SmallResNet, load_backbone_state

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from bayes_transfer.inference.prior_step import AUTHORS_CLIP_NORM
 from bayes_transfer.stages.experiment import fit_stage

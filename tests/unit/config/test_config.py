@@ -15,7 +15,7 @@ import yaml
 
 from bayes_transfer.config.check import ConfigError
 from bayes_transfer.config.experiments import merged
-from bayes_transfer.config.schema import (SCHEMA_PATH, apply_dependent_defaults, coerce_strings, load_schema,
+from bayes_transfer.config.schema import (apply_dependent_defaults, coerce_strings, load_schema,
                                           parse_string, prepare_config, resolve)
 
 ROOT = Path(__file__).resolve().parents[3]

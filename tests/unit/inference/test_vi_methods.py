@@ -10,7 +10,7 @@ from bayes_transfer.data.digits import load_digits_tasks, train_subset
 from bayes_transfer.inference import variational_fit
 from bayes_transfer.inference.loop import Hyper
 from bayes_transfer.inference.methods import METHODS, VI_METHODS, relevant_hyper, run_method
-from bayes_transfer.models.resnets import build_model, split_named_parameters
+from bayes_transfer.models.resnets import split_named_parameters
 from bayes_transfer.objectives.pretrain import PretrainConfig, pretrain
 from bayes_transfer.priors.gaussian import GaussianPrior
 

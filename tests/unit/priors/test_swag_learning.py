@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bayes_transfer.data.digits import augment
-from bayes_transfer.models.resnets import build_model, split_named_parameters
+from bayes_transfer.models.resnets import build_model
 from bayes_transfer.objectives.pretrain import PretrainConfig, SourceObjective
 from bayes_transfer.priors import learning
 from bayes_transfer.priors.diagnostics import prior_diagnostics
