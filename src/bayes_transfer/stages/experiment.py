@@ -41,7 +41,7 @@ from bayes_transfer.stages import selection
 from bayes_transfer.stages.job import code_version, set_threads
 from bayes_transfer.stages.source import (convert_stage, import_prior_stage, load_pretrained, prior_stage,
                                           pretrain_stage, warn_if_drift_dominated)
-from bayes_transfer.stages.task import Task, load_task, training_subset, tuning_data
+from bayes_transfer.stages.task import Task, load_task, training_subset
 
 #: the downstream stages defined here, and the source stages and job helpers the workflow's scripts import from
 #: here too (they live in :mod:`bayes_transfer.stages.source` and :mod:`bayes_transfer.stages.job`)
@@ -97,54 +97,19 @@ def tune_stage(method: str, sizes: list[int], pretraining: str, *, checkpoint: s
     :func:`~bayes_transfer.inference.state.resumable`, one prefix per grid point); a rerun after a kill skips
     finished grid points and continues the interrupted one. The states are removed once every output is
     written."""
+    from bayes_transfer.stages.tuning import Tuning  # which imports this module's scoring helpers
+
     if len(outs) != len(sizes):
         raise ValueError("one output path per training size is needed")
-    task = load_task(data_cfg)
-    dev = get_device(device)
-    seed = int(tuning_cfg.get("seed", 1000))
-    metric = tuning_cfg.get("metric") or task.metric
-    score = tuning_cfg.get("score", "nll")
-    # not set: the dataset's own validation split where it has one (the digits), else a held-out part
-    validation = tuning_cfg.get("validation") or ("task" if task.val is not None else "holdout")
-    selection.sort_key({"nll": 0.0, "error": 0.0}, score)  # a clear error for an unknown score, before any fit
-    points = selection.expand_grid(grid, bool(tuning_cfg.get("weight_decay_over_lr", True)),
-                                   train_cfg.get("lr", Hyper.lr))
-    state = load_pretrained(checkpoint)["state_dict"]
-    prior = GaussianPrior.load(prior_path) if prior_path else None
+    setting = Tuning(method, pretraining, checkpoint, prior_path, data_cfg, model_cfg, train_cfg, grid, tuning_cfg,
+                     device)
+    steps = int(train_cfg.get("steps", Hyper.steps))
     results = []
     for n, out in zip(sizes, outs):
-        train, val = tuning_data(task, n, seed, validation, float(tuning_cfg.get("holdout_fraction", 0.3)))
-        val_labels = _labels_tensor(task, val)
-        rows, t0 = [], time.perf_counter()
-        for i, (point, fitted) in enumerate(points):
-            hp = Hyper.from_dict(dict(train_cfg) | fitted)
-            with resumable(f"{out}.point{i}", checkpoint_every):
-                res = run_method(method, arch=model_cfg["arch"], pretrained_state=state,
-                                 num_classes=task.num_classes, train_set=train, eval_sets={"val": val}, hp=hp,
-                                 seed=seed, learned_prior=prior, device=dev, arch_kwargs=model_cfg.get("kwargs"))
-            m = (_point_metrics(task, res.probs["val"], val_labels, metric) if res.success
-                 else {"nll": float("nan"), "accuracy": float("nan"), "error": float("nan")})
-            rows.append({"values": point, "fitted": fitted, **m, "success": res.success, "reason": res.reason})
-            log.info("tune %s n=%d %s -> nll %.4f accuracy %.4f %s", method, n, point, m["nll"], m["accuracy"],
-                     res.reason)
-        best = selection.select(rows, score)
-        flags = _flags(task, grid, best, len(val))
-        if best is not None and (flags["edge"] or flags["chance"] or flags["small_validation"]):
-            log.warning("tune %s %s n=%d: selection %s flagged %s (%s)", method, pretraining, n, best["values"],
-                        {k: v for k, v in flags.items() if v}, out)
-        result = {
-            "method": method, "pretraining": pretraining, "n_train": n, "metric": metric, "score": score,
-            "validation": validation, "tuning_seed": seed, "n_tune_train": len(train), "n_tune_val": len(val),
-            "weight_decay_over_lr": bool(tuning_cfg.get("weight_decay_over_lr", True)), "grid": rows,
-            "selected": best["fitted"] if best else None, "selected_grid": best["values"] if best else None,
-            "selected_scores": {k: best[k] for k in ("nll", "accuracy", "error")} if best else None,
-            "chance_accuracy": selection.chance_accuracy(task.num_classes, len(val)), **flags,
-            "success": best is not None, "reason": "" if best else "every grid point failed",
-            "wall_time_s": time.perf_counter() - t0, "code_version": code_version(),
-        }
-        # integrity (bayes_transfer.integrity): the checksums of what this result was computed from
-        result["inputs"] = input_checksums({"data": data_cfg, "model": model_cfg, "train": train_cfg, "grid": grid,
-                                            "tuning": tuning_cfg}, checkpoint=checkpoint, prior=prior_path)
+        t0 = time.perf_counter()
+        rows = [setting.fit(n, i, steps, f"{out}.point{i}", checkpoint_every) for i in range(len(setting.points))]
+        result = setting.record(n, selection.select(rows, setting.score), rows, None, time.perf_counter() - t0,
+                                setting.inputs(), out)
         write_json(out, result)
         results.append(result)
     for out in outs:
