@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 
@@ -122,8 +123,14 @@ def run_eagerly() -> list[str]:
     "disabled" version. Numbers do not change (the wrapper calls the same function either way). Returns the
     names of the methods so marked (empty where this torch wraps them differently: then nothing is changed).
     Not for library users who compile optimiser code in the same process.
+
+    The ``step`` of torch's own optimisers (``torch.optim.SGD``, ``Adam``, ...) is wrapped in
+    ``_use_grad_for_differentiable``, which imports ``torch._dynamo`` on *every* call to insert graph breaks
+    (no-ops in eager mode) around ``torch.set_grad_enabled(defaults["differentiable"])``; that wrapper is
+    replaced by the same grad mode without the import (marked ``"<Class>.step"`` in the list).
     """
     import torch._compile as compile_api
+    from torch.optim import optimizer as optim_module
 
     marker = compile_api._disable_dynamo(lambda: None).__code__  # the wrapper's code object
     marked = []
@@ -132,4 +139,34 @@ def run_eagerly() -> list[str]:
             if getattr(method, "__code__", None) is marker and hasattr(method, "__wrapped__"):
                 setattr(method.__wrapped__, "__dynamo_disable", method.__wrapped__)
                 marked.append(name)
-    return marked
+    use_grad = optim_module._use_grad_for_differentiable(lambda self: None).__code__
+    for cls in vars(torch.optim).values():
+        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and "step" in vars(cls):
+            step = _eager_step(vars(cls)["step"], use_grad)
+            if step is not None:
+                cls.step = torch.optim.Optimizer.profile_hook_step(step)
+                cls.step.hooked = True  # what torch.optim.Optimizer._patch_step_function checks
+                _EAGER_STEPS.add(f"{cls.__name__}.step")
+    return marked + sorted(_EAGER_STEPS)
+
+
+#: the torch optimisers whose step run_eagerly has replaced in this process
+_EAGER_STEPS: set[str] = set()
+
+
+def _eager_step(step, use_grad_code):
+    """The optimiser step under ``step``'s wrappers with its grad mode but without the compiler import; None
+    when no ``_use_grad_for_differentiable`` wrapper is in its chain (nothing to replace)."""
+    fn = step
+    while getattr(fn, "__code__", None) is not use_grad_code:
+        fn = getattr(fn, "__wrapped__", None)
+        if fn is None:
+            return None
+    plain = fn.__wrapped__
+
+    @functools.wraps(plain)
+    def eager_step(self, *args, **kwargs):
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return plain(self, *args, **kwargs)
+
+    return eager_step
