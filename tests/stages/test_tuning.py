@@ -13,7 +13,7 @@ import torch
 from bayes_transfer.audit.tuning_flags import read_tuning_flags, tuning_flags, tuning_flags_markdown
 from bayes_transfer.io import save_torch
 from bayes_transfer.models.resnets import build_model
-from bayes_transfer.stages import experiment, selection
+from bayes_transfer.stages import experiment, halving, selection
 from bayes_transfer.stages.task import load_task, tuning_data
 
 DIGITS = {"dataset": "digits", "split_seed": 0, "n_test": 300, "n_val": 150, "shift_strength": 1.0}
@@ -69,6 +69,21 @@ def test_chance_level_is_one_over_classes_plus_two_standard_errors():
     assert selection.chance_accuracy(5, 150) == pytest.approx(0.26532, abs=1e-5)
     assert selection.at_chance(0.2, 5, 150) and selection.at_chance(0.26, 5, 150)
     assert not selection.at_chance(0.27, 5, 150) and not selection.at_chance(0.9, 5, 150)
+
+
+@pytest.mark.parametrize("score", selection.SCORES)
+def test_a_point_at_chance_ranks_after_every_point_above_chance_whatever_its_nll(score):
+    # the digits' SimCLR bnn_isotropic_prior at n = 10: alpha 0.01 collapsed to the uniform prediction (NLL
+    # log 5 = 1.609, accuracy 0.19) and out-scored every classifying point, whose NLL was higher
+    collapsed = row({"isotropic_variance": 0.01}, 0.81, 1.6105) | {"at_chance": True}
+    classifying = row({"isotropic_variance": 100.0}, 0.30, 1.9) | {"at_chance": False}
+    assert selection.select([collapsed, classifying], score) is classifying
+    assert halving.promote([collapsed, classifying], 1, score) == [1]
+    # only when every point is at chance is one of them selected, by the score as before
+    worse = row({"isotropic_variance": 1.0}, 0.82, 1.7) | {"at_chance": True}
+    assert selection.select([worse, collapsed], score) is collapsed
+    # rows without the field (tuning files of earlier versions) rank by the score alone
+    assert selection.select([row({"x": 1}, 0.8, 1.61), row({"x": 2}, 0.3, 1.9)], "nll")["values"] == {"x": 1}
 
 
 def test_weight_decay_is_divided_by_the_points_learning_rate():

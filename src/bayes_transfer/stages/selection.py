@@ -7,7 +7,11 @@ Used by :func:`bayes_transfer.stages.experiment.tune_stage`:
   with ``weight_decay_over_lr`` a listed weight decay w is fitted as w / lr);
 - :func:`select` picks the best successful point by ``tuning.score``: ``nll`` (the validation negative
   log-likelihood) or ``error_then_nll`` (the error of the selection metric, ties broken by the NLL); never by
-  grid order;
+  grid order. A point whose validation accuracy is at chance (row ``at_chance``, :func:`at_chance`) ranks after
+  every point above chance: the NLL rates a collapsed network that predicts the uniform distribution (NLL
+  log C) above networks that classify well but are confidently wrong on a few images, as at n = 10, and such a
+  selection makes a baseline a straw man (the digits' SimCLR ``bnn_isotropic_prior`` at n = 10 chose alpha 0.01
+  this way, 19 % test accuracy). Only when every point is at chance is one selected (and flagged ``chance``);
 - :func:`grid_edges` says which selected values lie on an edge of their grid (a wider grid might do better),
   :func:`at_chance` whether a validation accuracy is within 2 standard errors of guessing.
 """
@@ -46,16 +50,19 @@ def expand_grid(grid: Mapping[str, Sequence], weight_decay_over_lr: bool = False
 
 
 def sort_key(row: Mapping, score: str) -> tuple[float, ...]:
-    """Smaller is better: (nll,) or (error, nll)."""
+    """Smaller is better: (at chance, nll) or (at chance, error, nll); ``at_chance`` (0 when the row has none)
+    puts a point at chance level after every point above it."""
+    chance = float(bool(row.get("at_chance", False)))
     if score == "nll":
-        return (row["nll"],)
+        return (chance, row["nll"])
     if score == "error_then_nll":
-        return (row["error"], row["nll"])
+        return (chance, row["error"], row["nll"])
     raise ValueError(f"tuning.score must be one of {SCORES}, got {score!r}")
 
 
 def select(rows: Sequence[Mapping], score: str) -> Mapping | None:
-    """The best successful row (``success`` true, finite ``nll`` and ``error``) by ``score``; None if none is.
+    """The best successful row (``success`` true, finite ``nll`` and ``error``) by ``score``, points at chance
+    level last (:func:`sort_key`); None if none is.
 
     Rows that tie on every part of the score (identical predictions, in practice) go to the smaller grid values,
     compared key by key in sorted key order, so the choice never depends on the order the grid lists them in.

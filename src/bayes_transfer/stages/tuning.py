@@ -102,7 +102,10 @@ class Tuning:
              if res.success else dict(NAN_SCORES))
         log.info("tune %s n=%d %s steps %d -> nll %.4f accuracy %.4f %s", self.method, n, point, steps, m["nll"],
                  m["accuracy"], res.reason)
-        return {"values": point, "fitted": fitted, **m, "success": res.success, "reason": res.reason}
+        return {"values": point, "fitted": fitted, **m, "success": res.success, "reason": res.reason,
+                # ranked after every point above chance (selection.sort_key)
+                "at_chance": bool(res.success and selection.at_chance(m["accuracy"], self.task.num_classes,
+                                                                      len(val)))}
 
     def record(self, n: int, best: Mapping | None, rows: list, rungs: list | None, wall: float,
                inputs: Mapping, out: str, counts: tuple[int, int] | None = None) -> dict:
