@@ -189,3 +189,8 @@ def test_fit_stage_with_two_chains_keeps_the_first_chain_and_doubles_the_samples
     assert one["success"] and two["success"] and two["hyper"]["chains"] == 2
     assert two["diagnostics"]["num_samples"] == 2 * one["diagnostics"]["num_samples"] == 2
     assert two["metrics"]["test"]["nll"] != one["metrics"]["test"]["nll"]
+    # the OOD sets are scored for detection against the test set: entropy always, mutual information with the
+    # two chains' two samples only (one sample: MI is identically 0)
+    assert set(one["metrics"]["ood_source"]) == {"auroc_entropy", "ap_entropy"}
+    assert set(two["metrics"]["ood_noise"]) == {"auroc_entropy", "ap_entropy", "auroc_mi", "ap_mi"}
+    assert all(0.0 <= v <= 1.0 for m in two["metrics"].values() if "auroc_mi" in m for v in m.values())

@@ -16,7 +16,16 @@ LANDSCAPE = ABL["landscape"]
 RELIABILITY_METHODS = ABL["reliability"]["methods"] or METHOD_LIST
 
 #: figure -> (metric, eval_set) of the figures drawn against training size from the summary
-SIZE_FIGURES = {"fig4": ("error", "test"), "fig5a": ("error", "shifted_test"), "fig5b": ("nll", "test")}
+#: OOD detection against training size (issue 14; bayes_transfer.results.ood): the AUROC of the predictive entropy
+#: for the near OOD set (the source classes' test images) and the far one (uniform noise), and of the mutual
+#: information for the near one (methods with several samples only); embedded tiers with data.ood only
+OOD_FIGURES = (
+    {"ood_near": ("auroc_entropy", "ood_source"), "ood_far": ("auroc_entropy", "ood_noise"),
+     "ood_near_mi": ("auroc_mi", "ood_source")}
+    if not PAPER_SCALE and config["data"].get("ood", True)
+    else {}
+)
+SIZE_FIGURES = {"fig4": ("error", "test"), "fig5a": ("error", "shifted_test"), "fig5b": ("nll", "test")} | OOD_FIGURES
 
 
 def scale_label(scale):

@@ -1,4 +1,5 @@
-"""Glue: a metric against training size for one pre-training (Fig. 4 test error, 5a shifted error, 5b/8 NLL), the
+"""Glue: a metric against training size for one pre-training (Fig. 4 test error, 5a shifted error, 5b/8 NLL, the
+OOD-detection AUROCs), the
 CSV behind it and the figure's page for the report (figure, caption, plotted numbers)."""
 
 import pandas as pd
@@ -10,7 +11,10 @@ from bayes_transfer.io import write_csv
 
 w, p, out = snakemake.wildcards, snakemake.params, snakemake.output
 LABELS = {("error", "test"): "test error (%)", ("error", "shifted_test"): "shifted-test error (%)",
-          ("nll", "test"): "test NLL (nats)"}
+          ("nll", "test"): "test NLL (nats)",
+          ("auroc_entropy", "ood_source"): "AUROC of the predictive entropy, source classes vs test",
+          ("auroc_entropy", "ood_noise"): "AUROC of the predictive entropy, noise vs test",
+          ("auroc_mi", "ood_source"): "AUROC of the mutual information, source classes vs test"}
 with job_log(snakemake.log[0], f"figure {w.figure} {w.pretraining}"):
     s = pd.read_csv(snakemake.input.summary)
     s = s[(s["pretraining"] == w.pretraining) & s["method"].isin(p.methods)

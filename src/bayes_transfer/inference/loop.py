@@ -161,7 +161,8 @@ class Hyper(LoopHyper):
 class FitResult:
     """What one fit produced: the evaluation of what it kept, and diagnostics.
 
-    ``probs`` (classification): the Bayesian model average's probabilities per evaluation set; ``metrics``
+    ``probs`` (classification): the Bayesian model average's probabilities per evaluation set, and
+    ``expected_entropy`` the samples' mean predictive entropy per example (for the mutual information); ``metrics``
     (segmentation): mean IoU etc. of the per-pixel Bayesian model average. Both are empty after a failure.
     ``prior_energy``: ``-log p(theta) / N`` of the backbone prior at the end (None without one, or after a
     failure); ``prior_quadratic`` its data-dependent part ``(theta - mu)^T Sigma^{-1} (theta - mu) / (2 N)``,
@@ -178,6 +179,7 @@ class FitResult:
     metrics: dict = field(default_factory=dict)
     prior_energy: float | None = None
     prior_quadratic: float | None = None
+    expected_entropy: dict[str, Tensor] = field(default_factory=dict)
 
     def diagnostics(self) -> dict:
         last = self.history[-1] if self.history else {}

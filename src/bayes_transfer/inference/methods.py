@@ -150,7 +150,8 @@ def run_method(
                                  res.history)
             bma.add(res.probs)
         return FitResult(bma.probs(), True, "", bma.num_samples, sum(r.steps_run for r in results),
-                         sum(r.wall_time_s for r in results), results[-1].history)
+                         sum(r.wall_time_s for r in results), results[-1].history,
+                         expected_entropy=bma.expected_entropy())
     model = downstream_model(arch, pretrained_state, num_classes, seed, arch_kwargs)
     prior = backbone_prior_for(method, model, hp, learned_prior)
     return fit(model, train_set, inference=inference, hp=hp, eval_sets=eval_sets, backbone_prior=prior,

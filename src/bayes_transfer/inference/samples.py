@@ -88,7 +88,7 @@ class EvalSetAverage:
             save_torch(model.state_dict(), Path(self.sample_dir) / f"sample_{self.num_samples - 1:03d}.pt")
 
     def result(self, model: nn.Module) -> dict:
-        return {"probs": self.bma.probs()}
+        return {"probs": self.bma.probs(), "expected_entropy": self.bma.expected_entropy()}
 
     def state_dict(self) -> dict:
         return dict(self.bma.__dict__)

@@ -119,10 +119,12 @@ def fit_variational(model: nn.Module, train_set: Dataset, *, hp: LoopHyper, eval
         for s in range(prediction_samples(hp)):
             load_sample_into(model, q, generator=draw_gen)
             samples.add(model, hp.steps + s)
-        probs = samples.result(model)["probs"]
+        outputs = samples.result(model)
+        probs, expected_entropy = outputs["probs"], outputs["expected_entropy"]
         num_samples = samples.num_samples
     except Diverged as err:
-        reason, probs, num_samples = str(err), {}, 0
+        reason, probs, num_samples, expected_entropy = str(err), {}, 0, {}
     load_mean_into(model, q)
     # the KL per datum is in the history (prior_term = T KL / N); prior_energy means -log p(theta) / N elsewhere
-    return FitResult(probs, not reason, reason, num_samples, step + 1, time.perf_counter() - t0, history)
+    return FitResult(probs, not reason, reason, num_samples, step + 1, time.perf_counter() - t0, history,
+                     expected_entropy=expected_entropy)

@@ -16,7 +16,9 @@ import pandas as pd
 from bayes_transfer.integrity import check_consistent_inputs
 
 RUN_KEYS = ["dataset", "arch", "pretraining", "method", "n_train", "seed"]
-SCALAR_METRICS = ["accuracy", "error", "nll", "ece", "brier", "mean_per_class_accuracy"]
+#: the per-run metrics of runs.csv; the OOD sets have the OOD-detection ones (bayes_transfer.results.ood)
+SCALAR_METRICS = ["accuracy", "error", "nll", "ece", "brier", "mean_per_class_accuracy", "auroc_entropy",
+                  "ap_entropy", "auroc_mi", "ap_mi"]
 
 
 def read_result(path: str | Path, keys: Iterable[str], kind: str = "run") -> dict:

@@ -69,7 +69,8 @@ def ablation_stage(method: str, n: int, pretraining: str, seeds: Sequence[int], 
         overrides = dict(fixed or {}) | (convention_overrides(convention) if convention else {}) | {key: value}
         records += fit_stage(method, n, pretraining, list(seeds), checkpoint=checkpoint, prior_path=prior_path,
                              tuning_path=tuning_path, data_cfg=data_cfg, model_cfg=model_cfg,
-                             train_cfg=train_cfg, outs=list(value_outs), overrides=overrides, device=device)
+                             train_cfg=train_cfg, outs=list(value_outs), overrides=overrides, device=device,
+                             score_ood=False)  # the ablations' figures do not score OOD detection
         log.info("ablation %s %s=%s%s: %d runs in %.1f s", method, key, value,
                  f" ({convention} convention)" if convention else "", len(seeds), time.perf_counter() - t0)
     return records

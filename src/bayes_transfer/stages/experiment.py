@@ -36,7 +36,7 @@ from bayes_transfer.inference.state import remove_checkpoints, resumable
 from bayes_transfer.integrity import input_checksums
 from bayes_transfer.io import write_json
 from bayes_transfer.priors.gaussian import GaussianPrior
-from bayes_transfer.results import metrics
+from bayes_transfer.results import metrics, ood
 from bayes_transfer.stages import selection
 from bayes_transfer.stages.job import code_version, set_threads
 from bayes_transfer.stages.source import (convert_stage, import_prior_stage, load_pretrained, prior_stage,
@@ -140,7 +140,9 @@ def average_chains(chains: list[FitResult]) -> FitResult:
     probs = {k: torch.stack([c.probs[k] for c in chains]).mean(0) for k in chains[0].probs}
     energies = [c.prior_energy for c in chains]
     quads = [c.prior_quadratic for c in chains]
-    return FitResult(probs, True, "", num_samples=sum(c.num_samples for c in chains),
+    entropies = {k: torch.stack([c.expected_entropy[k] for c in chains]).mean(0)
+                 for k in chains[0].expected_entropy}
+    return FitResult(probs, True, "", num_samples=sum(c.num_samples for c in chains), expected_entropy=entropies,
                      steps_run=sum(c.steps_run for c in chains), wall_time_s=sum(c.wall_time_s for c in chains),
                      history=chains[0].history,
                      prior_energy=None if None in energies else sum(energies) / len(energies),
@@ -150,8 +152,12 @@ def average_chains(chains: list[FitResult]) -> FitResult:
 def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkpoint: str,
               prior_path: str | None, tuning_path: str | None, data_cfg: Mapping, model_cfg: Mapping,
               train_cfg: Mapping, outs: list[str], overrides: Mapping | None = None,
-              device: str | None = None, checkpoint_every: int = 0) -> list[dict]:
+              device: str | None = None, checkpoint_every: int = 0, score_ood: bool = True) -> list[dict]:
     """Fit ``method`` with the selected values on n examples for each seed; one result file per run.
+
+    Each run predicts on the task's evaluation sets; on its OOD sets (``score_ood``, the default; the ablations skip
+    them) the record has the OOD-detection scores against the test set (:func:`bayes_transfer.results.ood.ood_scores`)
+    instead of classification metrics.
 
     ``checkpoint_every > 0``: the fits are resumable (states ``<out>.fit<k>.ckpt``, see
     :func:`~bayes_transfer.inference.state.resumable`): a rerun after a kill continues from the last state and ends
@@ -175,7 +181,7 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
         selected = tuning["selected"] or {}
     overrides = dict(overrides or {})
     hp = Hyper.from_dict(dict(train_cfg) | selected | overrides)
-    eval_sets = task.eval_sets()
+    eval_sets = {k: ds for k, ds in task.eval_sets().items() if score_ood or k not in task.ood}
     labels = {k: _labels_tensor(task, ds) for k, ds in eval_sets.items()}
     results = []
     for seed, out in zip(seeds, outs):
@@ -200,6 +206,11 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
         }
         if success:
             for k, p in res.probs.items():
+                if k in task.ood:  # OOD detection against the test set (bayes_transfer.results.ood)
+                    ee = res.expected_entropy
+                    record["metrics"][k] = ood.ood_scores(res.probs["test"], p, ee.get("test"), ee.get(k),
+                                                          res.num_samples)
+                    continue
                 m = metrics.classification_metrics(p, labels[k], task.num_classes)
                 m["reliability"] = metrics.reliability_table(p, labels[k])
                 record["metrics"][k] = m
@@ -210,7 +221,7 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
         write_json(out, record)
         results.append(record)
         log.info("fit %s n=%d seed=%d success=%s %s", method, n, seed, success,
-                 {k: round(v["accuracy"], 4) for k, v in record["metrics"].items()})
+                 {k: round(v["accuracy"], 4) for k, v in record["metrics"].items() if "accuracy" in v})
     for out in outs:
         remove_checkpoints(out)
     return results

@@ -10,7 +10,7 @@ files, or a paper-scale dataset read from disk; which datasets are embedded: :mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,6 +47,8 @@ class Task:
     augment: Any = None
     val: Dataset | None = None
     tuning_pool: Dataset | None = None
+    #: the OOD sets every fit also predicts on (name -> images; labels unused): see :func:`ood_sets`
+    ood: dict[str, Dataset] = field(default_factory=dict)
 
     def labels(self, ds: Dataset) -> np.ndarray:
         if isinstance(ds, TensorDataset):
@@ -58,10 +60,29 @@ class Task:
         return labels_of(ds)
 
     def eval_sets(self) -> dict[str, Dataset]:
+        """What a fit predicts on: the test set, the shifted test set, and the OOD sets (scored for OOD
+        detection against the test set, :mod:`bayes_transfer.results.ood`)."""
         out = {"test": self.test}
         if self.shifted_test is not None:
             out["shifted_test"] = self.shifted_test
-        return out
+        return out | self.ood
+
+
+#: the OOD sets of an embedded tier (``data.ood: true``): near OOD, the source classes' held-out test images (the
+#: other five classes of the same dataset); far OOD, uniform noise images over the test images' pixel range
+OOD_SETS = ("ood_source", "ood_noise")
+#: seed of the noise images (fixed: the OOD set is part of the tier, not of a run)
+OOD_NOISE_SEED = 0
+
+
+def ood_sets(source_test: TensorDataset, test: TensorDataset) -> dict[str, TensorDataset]:
+    """The embedded tiers' OOD sets (:data:`OOD_SETS`), with label -1 (no downstream class)."""
+    x = test.tensors[0]
+    g = torch.Generator().manual_seed(OOD_NOISE_SEED)
+    noise = x.min() + (x.max() - x.min()) * torch.rand(x.shape, generator=g, dtype=x.dtype)
+    src = source_test.tensors[0]
+    return {"ood_source": TensorDataset(src, torch.full((len(src),), -1, dtype=torch.long)),
+            "ood_noise": TensorDataset(noise, torch.full((len(noise),), -1, dtype=torch.long))}
 
 
 def load_task(data_cfg: Mapping) -> Task:
@@ -78,7 +99,8 @@ def load_task(data_cfg: Mapping) -> Task:
                              torch.cat([d.pool.tensors[1], d.val.tensors[1]]))
         val = d.val if len(d.val) else None
         return Task("digits", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.num_classes,
-                    "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None)
+                    "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None,
+                    ood=ood_sets(d.source_test, d.test) if data_cfg.get("ood", True) else {})
     if name == "fashion_mnist":
         return _fashion_mnist_task(data_cfg)
     from bayes_transfer.data import paper
@@ -107,7 +129,8 @@ def _fashion_mnist_task(data_cfg: Mapping) -> Task:
     pool = TensorDataset(torch.cat([d.pool.tensors[0], d.val.tensors[0]]),
                          torch.cat([d.pool.tensors[1], d.val.tensors[1]]))
     return Task("fashion_mnist", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.source_classes,
-                "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None)
+                "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None,
+                ood=ood_sets(d.source_test, d.test) if data_cfg.get("ood", True) else {})
 
 
 def source_train_set(task: Task, data_cfg: Mapping) -> Dataset:

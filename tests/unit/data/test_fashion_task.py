@@ -31,7 +31,9 @@ def test_load_task_has_the_digits_shape(data_cfg):
     assert len(task.val) == N_VAL and len(task.tuning_pool) == 5 * PER_TRAIN - N_VAL
     assert len(task.pool) == 5 * PER_TRAIN
     assert torch.equal(task.pool.tensors[0][-N_VAL:], task.val.tensors[0])
-    assert set(task.eval_sets()) == {"test", "shifted_test"} and len(task.test) == 5 * PER_TEST
+    assert set(task.eval_sets()) == {"test", "shifted_test", "ood_source", "ood_noise"}
+    assert len(task.test) == 5 * PER_TEST and len(task.ood["ood_noise"]) == len(task.test)
+    assert set(load_task(data_cfg | {"ood": False}).eval_sets()) == {"test", "shifted_test"}
     assert task.test.tensors[0].shape[1:] == (1, 28, 28)
     assert not torch.equal(task.test.tensors[0], task.shifted_test.tensors[0])
     assert torch.equal(task.test.tensors[1], task.shifted_test.tensors[1])

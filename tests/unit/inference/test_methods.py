@@ -1,6 +1,7 @@
 """Methods and the training loop on the embedded digits: priors by name, BMA, ensembles, failures as data."""
 
 import copy
+import math
 import subprocess
 import sys
 
@@ -77,6 +78,9 @@ def test_bma_is_mean_of_sample_predictions(setup):
     bma.add({"t": p1})
     bma.add({"t": p2})
     torch.testing.assert_close(bma.probs()["t"], torch.tensor([[0.4, 0.6]], dtype=torch.float64))
+    # the samples' mean entropy (for the mutual information): (H(0.2, 0.8) + H(0.6, 0.4)) / 2
+    h = lambda a: -(a * math.log(a) + (1 - a) * math.log(1 - a))  # noqa: E731
+    assert float(bma.expected_entropy()["t"]) == pytest.approx((h(0.2) + h(0.6)) / 2, abs=1e-6)
     with pytest.raises(ValueError, match="same evaluation sets"):
         bma.add({"other": p1})
 
