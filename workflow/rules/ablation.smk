@@ -252,3 +252,25 @@ rule table_ece:
         "../envs/pipeline.yaml"
     script:
         "../scripts/table_ece.py"
+
+
+rule pruning:
+    input:
+        prior=lambda w: prior_path(w.variant),
+        checkpoint=lambda w: checkpoint_path(w.variant),
+    output:
+        png="results/figures/pruning_{variant}.png",
+        csv="results/figures/pruning_{variant}.csv",
+        html=report("results/figures/pruning_{variant}.html", caption=caption_rst("pruning"),
+                    category="Related methods (issue 14)", labels={"figure": "SNR pruning {variant}"}),
+    params:
+        caption=caption_param("pruning"),
+        data=canon(config["data"]),
+        model=canon(config["model"]),
+    log:
+        "results/logs/figures/pruning_{variant}.log",
+    threads: config["threads"]
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/pruning.py"

@@ -62,8 +62,18 @@ def reliability_runs(wildcards):
     return [f for m in RELIABILITY_METHODS for f in run_paths(wildcards.pretraining, m, ABL_N)]
 
 
+#: the Bayes-by-Backprop priors whose SNR-pruning curve is drawn (issue 14; prior.variants with method bbb, or the
+#: pre-trainings' own priors when prior.method is bbb), embedded tiers only (a source test set is needed)
+PRUNED_PRIORS = (
+    []
+    if PAPER_SCALE
+    else [v for v in PRIOR_VARIANTS if prior_method(v) == "bbb"]
+    + ([p for p in PRETRAININGS] if config["prior"]["method"] == "bbb" else [])
+)
+
+
 def ablation_targets():
-    targets = []
+    targets = [f"results/figures/pruning_{v}.{ext}" for v in PRUNED_PRIORS for ext in ("png", "csv")]
     for p in PRETRAININGS:
         targets += [f"results/figures/{fig}_{p}.{ext}" for fig in SIZE_FIGURES for ext in ("png", "csv")]
         if ABL_N in SIZES:

@@ -89,6 +89,12 @@ class ControlSettings:
     def model_cfg(self) -> dict:
         return {"arch": ARCH, "kwargs": dict(self.model_kwargs)}
 
+    def pretrain_cfg(self) -> dict:
+        """``pretrain`` without ``augment``: the control task has no augmentation to apply (a config that
+        augments its own source task, as configs/fashion.yaml does, runs the controls unaugmented; SWAG's
+        ``augment`` has nothing to apply there either)."""
+        return {k: v for k, v in self.pretrain.items() if k != "augment"}
+
     def swag_cfg(self) -> dict:
         """``swag`` with a null weight decay filled in from ``pretrain`` (as the workflow does)."""
         cfg = dict(self.swag)
@@ -142,7 +148,7 @@ def run_control(variant: str, workdir: str | Path, settings: ControlSettings | N
 
     with registered():
         t = time.process_time()
-        pretrain_stage(PRETRAINING, data_cfg, model_cfg, settings.pretrain, ckpt, seed=0, device="cpu")
+        pretrain_stage(PRETRAINING, data_cfg, model_cfg, settings.pretrain_cfg(), ckpt, seed=0, device="cpu")
         t = lap("pretrain", t)
         prior_stage(PRETRAINING, ckpt, data_cfg, model_cfg, settings.swag_cfg(), prior_path, seed=0, device="cpu")
         t = lap("prior", t)

@@ -362,3 +362,23 @@ def landscape_plot(table: pd.DataFrame, out: str | Path | None = None, *, title:
     fig.suptitle(title, fontsize=9)
     _legend_outside(axes[0][-1], extra)
     return _save(fig, out)
+
+
+#: line styles of the pruning criteria
+PRUNING_STYLES = {"snr": {"color": "#1b6ca8", "marker": "o", "label": "by SNR |mu| / sigma"},
+                  "magnitude": {"color": "#b5651d", "marker": "s", "linestyle": "--", "label": "by magnitude |mu|"}}
+
+
+def pruning_plot(table: pd.DataFrame, out: str | Path | None = None, *, title: str = "",
+                 ylabel: str = "source test accuracy (%)"):
+    """BYOV's pruning figure: accuracy against the fraction of weights pruned, one line per criterion."""
+    _theme()
+    fig, ax = _figure(figsize=(5.0, 3.6))
+    for criterion, g in table.groupby("criterion", sort=False):
+        g = g.sort_values("pruned_fraction")
+        ax.plot(100 * g["pruned_fraction"], 100 * g["value"], ms=3.5, **PRUNING_STYLES.get(criterion, {"label": criterion}))
+    ax.set_xlabel("weights pruned (%), per layer, no retraining")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return _save(fig, out)

@@ -49,6 +49,8 @@ class Task:
     tuning_pool: Dataset | None = None
     #: the OOD sets every fit also predicts on (name -> images; labels unused): see :func:`ood_sets`
     ood: dict[str, Dataset] = field(default_factory=dict)
+    #: the source task's held-out test images with their source labels (embedded tiers; None at paper scale)
+    source_test: Dataset | None = None
 
     def labels(self, ds: Dataset) -> np.ndarray:
         if isinstance(ds, TensorDataset):
@@ -75,12 +77,17 @@ OOD_SETS = ("ood_source", "ood_noise")
 OOD_NOISE_SEED = 0
 
 
-def ood_sets(source_test: TensorDataset, test: TensorDataset) -> dict[str, TensorDataset]:
-    """The embedded tiers' OOD sets (:data:`OOD_SETS`), with label -1 (no downstream class)."""
+def ood_sets(source_test: TensorDataset, test: TensorDataset, n: int | None = None) -> dict[str, TensorDataset]:
+    """The embedded tiers' OOD sets (:data:`OOD_SETS`), with label -1 (no downstream class): all source test
+    images and as many noise images as test images, or ``n`` of each (``data.n_ood``; the source images a seeded
+    random subset)."""
     x = test.tensors[0]
     g = torch.Generator().manual_seed(OOD_NOISE_SEED)
-    noise = x.min() + (x.max() - x.min()) * torch.rand(x.shape, generator=g, dtype=x.dtype)
+    shape = x.shape if n is None else (min(int(n), len(x)), *x.shape[1:])
+    noise = x.min() + (x.max() - x.min()) * torch.rand(shape, generator=g, dtype=x.dtype)
     src = source_test.tensors[0]
+    if n is not None and int(n) < len(src):
+        src = src[torch.randperm(len(src), generator=torch.Generator().manual_seed(OOD_NOISE_SEED))[:int(n)]]
     return {"ood_source": TensorDataset(src, torch.full((len(src),), -1, dtype=torch.long)),
             "ood_noise": TensorDataset(noise, torch.full((len(noise),), -1, dtype=torch.long))}
 
@@ -100,7 +107,8 @@ def load_task(data_cfg: Mapping) -> Task:
         val = d.val if len(d.val) else None
         return Task("digits", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.num_classes,
                     "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None,
-                    ood=ood_sets(d.source_test, d.test) if data_cfg.get("ood", True) else {})
+                    ood=ood_sets(d.source_test, d.test, data_cfg.get("n_ood")) if data_cfg.get("ood", True) else {},
+                    source_test=d.source_test)
     if name == "fashion_mnist":
         return _fashion_mnist_task(data_cfg)
     from bayes_transfer.data import paper
@@ -130,7 +138,8 @@ def _fashion_mnist_task(data_cfg: Mapping) -> Task:
                          torch.cat([d.pool.tensors[1], d.val.tensors[1]]))
     return Task("fashion_mnist", d.source_train, pool, d.test, d.shifted_test, d.num_classes, d.source_classes,
                 "accuracy", augment, val=val, tuning_pool=d.pool if val is not None else None,
-                ood=ood_sets(d.source_test, d.test) if data_cfg.get("ood", True) else {})
+                ood=ood_sets(d.source_test, d.test, data_cfg.get("n_ood")) if data_cfg.get("ood", True) else {},
+                source_test=d.source_test)
 
 
 def source_train_set(task: Task, data_cfg: Mapping) -> Dataset:

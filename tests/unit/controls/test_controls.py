@@ -134,8 +134,9 @@ def test_rotated_subspaces_reach_the_prior_only_through_its_low_rank_half(tmp_pa
 def test_end_to_end_on_a_tiny_setting_gives_run_records_and_verdicts(tmp_path):
     tiny = ControlSettings(
         spec={"n_source": 300, "n_pool": 60, "n_val": 50, "n_test": 100},
-        pretrain={"steps": 40, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
-        swag={"cycles": 3, "steps_per_cycle": 10, "lr": 0.1, "burn_in_cycles": 1, "max_rank": 5},
+        # augment as configs/fashion.yaml sets it: the control task has no augmentation, so it is dropped there
+        pretrain={"steps": 40, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "augment": True},
+        swag={"cycles": 3, "steps_per_cycle": 10, "lr": 0.1, "burn_in_cycles": 1, "max_rank": 5, "augment": True},
         grids={m: ({"prior_scale": [1e4]} if "learned_prior" in m else
                    {"weight_decay": [1e-4]} if m == "sgd_transfer" else {"isotropic_variance": [1.0]})
                for m in CONTROL_METHODS},

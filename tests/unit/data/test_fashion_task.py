@@ -34,6 +34,8 @@ def test_load_task_has_the_digits_shape(data_cfg):
     assert set(task.eval_sets()) == {"test", "shifted_test", "ood_source", "ood_noise"}
     assert len(task.test) == 5 * PER_TEST and len(task.ood["ood_noise"]) == len(task.test)
     assert set(load_task(data_cfg | {"ood": False}).eval_sets()) == {"test", "shifted_test"}
+    few = load_task(data_cfg | {"n_ood": 3}).ood
+    assert len(few["ood_source"]) == 3 and len(few["ood_noise"]) == 3
     assert task.test.tensors[0].shape[1:] == (1, 28, 28)
     assert not torch.equal(task.test.tensors[0], task.shifted_test.tensors[0])
     assert torch.equal(task.test.tensors[1], task.shifted_test.tensors[1])

@@ -67,3 +67,42 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="needs the posterior"):
         prune(mu, None, 0.5)
     assert torch.equal(prune(mu, None, 1 / 3, criterion="magnitude")["w"], torch.tensor([0.0, 1.0, 1.0]))
+
+
+def test_pruning_stage_on_the_digits_prunes_weights_only_and_recomputes_batchnorm(tmp_path):
+    """The stage on a digits checkpoint with a prior at its weights: unpruned it scores the checkpoint's own
+    source accuracy (BatchNorm recomputed from source images), only conv/linear weights are pruned, and the
+    achieved fraction is the requested one over those weights."""
+    from bayes_transfer.io import save_torch
+    from bayes_transfer.models.resnets import build_model, split_named_parameters
+    from bayes_transfer.stages.pruning import pruning_stage
+
+    torch.manual_seed(0)
+    model = build_model("small_resnet", 5)
+    save_torch({"state_dict": model.state_dict()}, str(tmp_path / "ckpt.pt"))
+    backbone, _ = split_named_parameters(model)
+    mean = torch.cat([p.detach().reshape(-1) for p in backbone.values()])
+    prior = GaussianPrior(mean, torch.full_like(mean, 1e-2), None, names=list(backbone),
+                          shapes=[tuple(p.shape) for p in backbone.values()])
+    prior.save(str(tmp_path / "prior.pt"))
+    data = {"dataset": "digits", "split_seed": 0, "n_test": 300, "n_val": 150, "shift_strength": 1.0}
+    rows = pruning_stage(str(tmp_path / "prior.pt"), str(tmp_path / "ckpt.pt"), data, {"arch": "small_resnet"},
+                         str(tmp_path / "curve.csv"), fractions=[0.0, 0.5, 1.0])
+    assert [(r["criterion"], r["fraction"]) for r in rows] == [
+        (c, f) for c in ("snr", "magnitude") for f in (0.0, 0.5, 1.0)]
+    # equal sigmas: SNR and magnitude rank alike, so the two curves coincide
+    assert [r["value"] for r in rows[:3]] == [r["value"] for r in rows[3:]]
+    assert rows[0]["pruned_fraction"] == 0.0 and rows[2]["pruned_fraction"] == 1.0
+    assert abs(rows[1]["pruned_fraction"] - 0.5) < 1e-3
+    # unpruned: the checkpoint network itself (the prior's means are its weights), BatchNorm recomputed
+    from bayes_transfer.stages.landscape import recompute_batchnorm_
+    from bayes_transfer.stages.task import load_task
+
+    task = load_task(data)
+    xs = task.source_train.tensors[0][:1024]
+    recompute_batchnorm_([model], [xs[i:i + 256] for i in range(0, len(xs), 256)], model)
+    model.eval()
+    x, y = task.source_test.tensors
+    with torch.no_grad():
+        assert rows[0]["value"] == float((model(x).argmax(-1) == y).double().mean())
+    assert (tmp_path / "curve.csv").read_text().startswith("criterion,scope,fraction,pruned_fraction,value")
