@@ -10,7 +10,7 @@
     python benchmarks/gpu_hours.py --json                         # machine-readable
 
 Every job the workflow would submit is listed with its GPU time (the config is read exactly as the workflow
-reads it, bayes_transfer.config.experiments, including workflow.seeds_per_job, workflow.tune_split and
+reads it, bayes_transfer.config.experiments, including workflow.seeds_per_job, sizes_per_job, workflow.tune_split and
 points_per_job, and tuning.strategy: successive halving's rungs are priced at their steps), then summed per stage
 and per job class (the Snakemake rule: ``fit``, ``cifar100_resnet50_tune_point``, ...). Wall-clock time on K GPUs
 (``--gpus``): the jobs of each stage are placed longest first on the least loaded GPU (a greedy list schedule; the best such
@@ -189,6 +189,7 @@ def experiment_jobs(cfg: dict, t: StepTimes, name: str = "", prefix: str = "") -
     test_images = TEST_SIZES[data["dataset"]] + SHIFTED_SIZES.get(data.get("shifted_test"), 0)
     seeds = cfg["seeds"]
     per_seed = cfg["workflow"]["seeds_per_job"] == 1  # one fit job per seed, else one for all seeds
+    all_sizes = cfg["workflow"].get("sizes_per_job", 1) == "all" and not per_seed  # one fit job per method
     jobs = []
 
     def add(stage, seconds, rule=None):
@@ -211,6 +212,9 @@ def experiment_jobs(cfg: dict, t: StepTimes, name: str = "", prefix: str = "") -
                 for rule, seconds in tune_jobs(cfg, source, t, arch, size, holdout):
                     add("tune", seconds, rule)
             run = _run_seconds(method, hp, t, arch, size, test_images)
+            if all_sizes:  # one job for every size and seed of the method
+                add("fit", len(cfg["sizes"]) * len(seeds) * run)
+                continue
             for _n in cfg["sizes"]:
                 if per_seed:
                     for _seed in seeds:

@@ -237,21 +237,28 @@ def _dry_run_jobs(workdir: Path, *args: str) -> list[tuple[str, list[str]]]:
     return jobs
 
 
-def test_seeds_per_job_cuts_fits_into_one_job_per_seed_with_the_same_result_files(workdir):
-    """The embedded default fits all seeds of a cell in one job; seeds_per_job 1 (as a --config string, the way
-    a user overrides it) plans one job per seed writing the same files, and leaves every other job alone."""
+def test_fit_job_granularity_never_changes_the_result_files(workdir):
+    """The embedded default fits every size and seed of a main (pre-training, method) in one job (the prior
+    variants per size, rule fit_size); sizes_per_job 1 plans one job per size, and with seeds_per_job 1 (as
+    --config strings, the way a user overrides them) one per seed; all write the same files and leave every other
+    job alone."""
+    fit_rules = ("fit", "fit_size")
     default = _dry_run_jobs(workdir)
-    per_seed = _dry_run_jobs(workdir, "--config", "workflow={seeds_per_job: 1}")
+    per_size = _dry_run_jobs(workdir, "--config", "workflow={seeds_per_job: all, sizes_per_job: 1}")
+    per_seed = _dry_run_jobs(workdir, "--config", "workflow={seeds_per_job: 1}")  # sizes_per_job then moot
     cfg = prepare_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
-    assert cfg["workflow"]["seeds_per_job"] == "all"
-    fits = [outs for rule, outs in default if rule == "fit"]
-    fits_per_seed = [outs for rule, outs in per_seed if rule == "fit"]
-    assert all(len(outs) == len(cfg["seeds"]) for outs in fits) and all(len(o) == 1 for o in fits_per_seed)
-    assert len(fits_per_seed) == len(fits) * len(cfg["seeds"])
-    assert sorted(f for o in fits for f in o) == sorted(f for o in fits_per_seed for f in o)
-    assert all(re.fullmatch(r"results/runs/\w+/\w+/n\d+/seed\d\.json", f) for o in fits for f in o)
-    others = sorted((r, sorted(o)) for r, o in default if r != "fit")
-    assert others == sorted((r, sorted(o)) for r, o in per_seed if r != "fit")
+    assert cfg["workflow"]["seeds_per_job"] == "all" and cfg["workflow"]["sizes_per_job"] == "all"
+    seeds, sizes = len(cfg["seeds"]), len(cfg["sizes"])
+    merged = [outs for rule, outs in default if rule == "fit"]
+    assert merged and all(len(outs) == sizes * seeds for outs in merged)
+    assert all(len(outs) == seeds for rule, outs in default if rule == "fit_size")
+    assert all(len(outs) == seeds for rule, outs in per_size if rule in fit_rules)
+    assert all(len(outs) == 1 for rule, outs in per_seed if rule in fit_rules)
+    files = [sorted(f for r, o in jobs if r in fit_rules for f in o) for jobs in (default, per_size, per_seed)]
+    assert files[0] == files[1] == files[2]
+    assert all(re.fullmatch(r"results/runs/\w+/\w+/n\d+/seed\d\.json", f) for f in files[0])
+    others = [sorted((r, sorted(o)) for r, o in jobs if r not in fit_rules) for jobs in (default, per_size, per_seed)]
+    assert others[0] == others[1] == others[2]
 
 
 def _gpu_hours():

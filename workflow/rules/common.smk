@@ -99,6 +99,17 @@ def fit_inputs(wildcards):
     return inputs
 
 
+def fit_all_inputs(wildcards):
+    """A (pre-training, method) job's inputs: the checkpoint, the prior if it uses one, every size's tuning."""
+    inputs = {"checkpoint": checkpoint_path(wildcards.pretraining)}
+    if uses_learned_prior(wildcards.method):
+        inputs["prior"] = prior_path(wildcards.pretraining)
+    tunings = [tuning_path(wildcards.pretraining, wildcards.method, n) for n in SIZES]
+    if all(tunings):
+        inputs["tuning"] = tunings
+    return inputs
+
+
 def variant_cells():
     """(variant, method, n) of every run of the prior variants."""
     return [(name, m, n) for name, v in PRIOR_VARIANTS.items() for m in v["methods"] for n in variant_sizes(name)]

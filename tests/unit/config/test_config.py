@@ -238,7 +238,8 @@ def test_readme_override_example_plans_as_written(workdir):
     # prior.variants: the BBB prior of the supervised checkpoint with bnn_learned_prior at its sizes in `sizes`
     # (10), the VI variant at n = 50 only (not in `sizes`, so not run)
     assert counts["pretrain"] == 1 and counts["learn_prior"] == 2
-    assert counts["fit"] == 2 * 2 + 2 * 2 + 1
+    # (workflow.sizes_per_job all: one fit job per main method for both sizes; the variant's per size)
+    assert counts["fit"] == 2 + 2 and counts["fit_size"] == 1
     # the ablations use the supervised prior at n = 100 (one job per method; lambda: per method and convention)
     assert counts["ablation_rank"] == 2 and counts["ablation_lambda"] == 2 * 2
     assert not (workdir / "results").exists()
