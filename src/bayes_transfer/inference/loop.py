@@ -155,6 +155,9 @@ class Hyper(LoopHyper):
     # the variational methods' estimate of the expected NLL: BayesAdapter's "exemplar" (a draw per example),
     # "flipout" (~0.4x its CPU cost) or "shared" (one draw per batch); inference.variational_fit
     vi_reparameterisation: str = only_for("variational", default="exemplar")
+    # BayesAdapter's OOD regulariser (weight alpha, 0 = off; MI margin gamma): inference.variational_fit
+    vi_ood_weight: float = only_for("variational", default=0.0)
+    vi_ood_margin: float = only_for("variational", default=0.75)
 
 
 @dataclass

@@ -20,10 +20,17 @@ SGD with momentum at the fit's learning rate (cosine schedule, as the SGD method
 (:data:`PSI_LR`), as BayesAdapter does. Predictions average the softmax of S = ``cycles * samples_per_cycle``
 draws of q (as many as the SG-MCMC methods' Bayesian model average keeps), each evaluated with the
 BatchNorm statistics accumulated in training.
+
+BayesAdapter's OOD regulariser (``vi_ood_weight`` alpha > 0; off by default): every step also draws a batch of
+uniform-noise images over the training batch's pixel range and subtracts alpha times the batch mean of
+``min(I(w, y | x), vi_ood_margin)`` (:func:`ood_margin`; MI from :data:`OOD_SAMPLES` = 2 draws, BayesAdapter's
+gamma 0.75 and S = 2), so that OOD inputs get disagreeing predictions; the OOD forwards leave the BatchNorm
+running statistics alone. It costs two more forward passes per step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import fields
@@ -45,7 +52,8 @@ from bayes_transfer.inference.variational import (MeanFieldGaussian, REPARAMETER
 from bayes_transfer.models.resnets import split_named_parameters
 from bayes_transfer.priors.gaussian import GaussianPrior
 
-__all__ = ["fit_variational", "prediction_samples", "DEFAULT_REPARAMETERISATION", "PSI_INIT", "PSI_LR"]
+__all__ = ["fit_variational", "prediction_samples", "ood_margin", "DEFAULT_REPARAMETERISATION", "PSI_INIT",
+           "PSI_LR", "OOD_SAMPLES"]
 
 #: BayesAdapter's exemplar reparameterisation (the default of ``Hyper.vi_reparameterisation``); "flipout" costs
 #: ~0.4x as much per step on the CPU
@@ -54,6 +62,43 @@ DEFAULT_REPARAMETERISATION = next(f.default for f in fields(Hyper) if f.name == 
 PSI_INIT = (-6.0, -5.0)
 #: Adam's learning rate for psi
 PSI_LR = 1e-2
+
+
+#: the draws of q that estimate the mutual information of an OOD batch (BayesAdapter: S = 2)
+OOD_SAMPLES = 2
+
+
+def ood_margin(logits: list, margin: float) -> torch.Tensor:
+    """BayesAdapter's OOD term: the mean over the batch of ``min(I(w, y | x), margin)``, the mutual information
+    between prediction and weights estimated from the draws' logits (``H[mean p] - mean H[p_s]``, nats);
+    differentiable. The fit maximises it (``loss - vi_ood_weight * ood_margin``) so that OOD inputs get
+    uncertain, disagreeing predictions, up to the margin and no further."""
+    probs = torch.stack([F.softmax(z.float(), dim=-1) for z in logits])
+    entropy = lambda p: -(p * torch.log(p.clamp_min(1e-12))).sum(-1)  # noqa: E731
+    mi = entropy(probs.mean(0)) - entropy(probs).mean(0)
+    return torch.clamp(mi, max=float(margin)).mean()
+
+
+@contextlib.contextmanager
+def _frozen_batchnorm_statistics(model: nn.Module):
+    """BatchNorm layers normalise by the batch's statistics as in training but keep their running statistics
+    (momentum 0), so the OOD batches never enter the statistics the predictions use."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+
+
+def _uniform_noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A batch of uniform-noise images over the batch's pixel range (BayesAdapter's uniformly corrupted OOD
+    batches), drawn on the CPU from ``generator``."""
+    lo, hi = float(x.min()), float(x.max())
+    return (lo + (hi - lo) * torch.rand(x.shape, generator=generator)).to(x.device, x.dtype)
 
 
 def prediction_samples(hp: LoopHyper) -> int:
@@ -102,6 +147,13 @@ def fit_variational(model: nn.Module, train_set: Dataset, *, hp: LoopHyper, eval
                 raise Diverged(f"non-finite data loss at step {step}")
             kl = q.kl(prior)
             loss = negative_elbo(nll, kl, num_data, beta)
+            if hp.vi_ood_weight:
+                ood = _uniform_noise_like(xb, draw_gen)
+                with runtime.autocast_context(device), _frozen_batchnorm_statistics(model):
+                    logits = [sampled_forward(model, q, runtime.prepare_input(ood), mode=mode, generator=draw_gen)
+                              for _ in range(OOD_SAMPLES)]
+                ood_term = ood_margin(logits, hp.vi_ood_margin)
+                loss = loss - hp.vi_ood_weight * ood_term
             sgd.zero_grad(set_to_none=True)
             adam.zero_grad(set_to_none=True)
             loss.backward()
@@ -113,6 +165,8 @@ def fit_variational(model: nn.Module, train_set: Dataset, *, hp: LoopHyper, eval
                 value, kl_v = float(loss.detach()), float(kl.detach())
                 history.append({"step": step, "lr": lr, "loss": float(nll.detach()), "kl": kl_v,
                                 "prior_term": beta * kl_v / num_data, "objective": value, "phase": "vi"})
+                if hp.vi_ood_weight:
+                    history[-1]["ood_mi"] = float(ood_term.detach())  # the clipped MI of the OOD batch
             if not math.isfinite(float(loss.detach())):
                 raise Diverged(f"non-finite negative ELBO at step {step}")
         samples = EvalSetAverage(eval_sets, device, runtime)

@@ -105,3 +105,46 @@ def test_reparameterisation_is_chosen_by_the_hyper_parameters(setup, monkeypatch
     hp.vi_reparameterisation = "mean"
     with pytest.raises(ValueError, match="vi_reparameterisation"):
         run(setup, "vi_isotropic_prior", hp)
+
+
+def test_ood_margin_known_answers():
+    """The MI of two draws that agree is 0; of two confident draws that disagree it is log 2, clipped at the margin."""
+    import math
+
+    from bayes_transfer.inference.variational_fit import ood_margin
+
+    big = 50.0
+    agree = [torch.tensor([[big, 0.0]]), torch.tensor([[big, 0.0]])]
+    disagree = [torch.tensor([[big, 0.0]]), torch.tensor([[0.0, big]])]
+    assert float(ood_margin(agree, 0.75)) == pytest.approx(0.0, abs=1e-6)
+    assert float(ood_margin(disagree, 10.0)) == pytest.approx(math.log(2), abs=1e-5)
+    assert float(ood_margin(disagree, 0.5)) == pytest.approx(0.5, abs=1e-6)
+    # the batch mean, differentiable
+    z = torch.zeros(3, 4, requires_grad=True)
+    ood_margin([z, z * 2], 0.75).backward()
+    assert z.grad is not None
+
+
+def test_ood_regulariser_is_off_by_default_and_enters_the_fit_when_weighted(setup):
+    plain = run(setup, "vi_isotropic_prior")
+    off = run(setup, "vi_isotropic_prior", Hyper.from_dict(FAST.to_dict() | {"vi_ood_weight": 0.0}))
+    assert off.history == plain.history and torch.equal(off.probs["test"], plain.probs["test"])
+    assert all("ood_mi" not in h for h in plain.history)
+    on = run(setup, "vi_isotropic_prior", Hyper.from_dict(FAST.to_dict() | {"vi_ood_weight": 3.0}))
+    assert on.success, on.reason
+    assert all(0.0 <= h["ood_mi"] <= FAST.vi_ood_margin for h in on.history)  # the clipped MI, logged
+    assert not torch.equal(on.probs["test"], plain.probs["test"])  # its gradient moved the fit
+    assert "vi_ood_weight" in relevant_hyper("vi_learned_prior", Hyper().to_dict())
+    assert "vi_ood_weight" not in relevant_hyper("bnn_learned_prior", Hyper().to_dict())
+
+
+def test_ood_batches_leave_the_batchnorm_statistics_alone():
+    from bayes_transfer.inference.variational_fit import _frozen_batchnorm_statistics
+
+    bn = torch.nn.BatchNorm1d(3).train()
+    bn(torch.randn(16, 3))
+    before = bn.running_mean.clone(), bn.running_var.clone()
+    with _frozen_batchnorm_statistics(bn):
+        out = bn(10 + torch.randn(16, 3))
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert out.mean().abs() < 1e-5 and bn.momentum == 0.1  # normalised by the batch's statistics; momentum back
