@@ -196,7 +196,7 @@ def test_every_schema_problem_is_one_line_naming_key_expectation_and_value():
         "train.prior_scale: expected a number > 0, got -1",
         "train.temprature: unknown key; expected one of batch_size, chains, cycles, ensemble_size, exploration_fraction, "
         "grad_clip, head_weight_decay, isotropic_variance, log_every, lr, momentum, prior_convention, prior_rank, "
-        "prior_scale, prior_truncation, prior_update, sampler, samples_per_cycle, steps, temperature, vi_reparameterisation, weight_decay, "
+        "prior_scale, prior_truncation, prior_update, sampler, samples_per_cycle, steps, temperature, vi_ood_margin, vi_ood_weight, vi_reparameterisation, weight_decay, "
         "got 0.1",
         "train.steps: expected an integer, got 2.5",
         "segmentation.scenes.canvas: expected a multiple of 4, got 26",

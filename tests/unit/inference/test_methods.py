@@ -166,8 +166,8 @@ def test_relevant_hyper_names_only_the_keys_a_method_reads():
         # ensemble_size 0: as many members as the BMA has samples, cycles x samples_per_cycle
         "sgd_ensemble": common | {"weight_decay", "ensemble_size", "cycles", "samples_per_cycle"},
         # variational: the temperature weights the KL, S = cycles x samples_per_cycle draws; no prior step
-        "vi_learned_prior": common | (learned - {"prior_update"}) | {"temperature", "cycles", "samples_per_cycle", "vi_reparameterisation"},
-        "vi_isotropic_prior": common | {"isotropic_variance", "temperature", "cycles", "samples_per_cycle", "vi_reparameterisation"},
+        "vi_learned_prior": common | (learned - {"prior_update"}) | {"temperature", "cycles", "samples_per_cycle", "vi_reparameterisation", "vi_ood_weight", "vi_ood_margin"},
+        "vi_isotropic_prior": common | {"isotropic_variance", "temperature", "cycles", "samples_per_cycle", "vi_reparameterisation", "vi_ood_weight", "vi_ood_margin"},
     }
     assert set(expected) == set(METHODS)
     for method, keys in expected.items():
