@@ -164,3 +164,20 @@ def test_config_check_names_the_halving_problems():
     ok = prepare_config(merged(base, {"tuning": {"strategy": "successive_halving"}}))
     assert ok["tuning"]["successive_halving"] == {"rungs": 3, "eta": 3, "min_steps": None}
     assert ok["workflow"]["tune_split"] == "method" and ok["workflow"]["points_per_job"] == 1
+
+
+def test_rungs_never_go_below_what_an_sgmcmc_schedule_needs():
+    """A config with few training steps (the smoke config: 12) would give rung 0 too few steps for 2 cycles of 2
+    samples; the floor lifts every rung to the fewest steps the schedule accepts, the other methods keep theirs."""
+    from bayes_transfer.inference.samplers import CyclicalSchedule
+
+    train = {"cycles": 2, "exploration_fraction": 0.5, "samples_per_cycle": 2}
+    floor = halving.min_fit_steps("bnn_learned_prior", train)
+    CyclicalSchedule(floor, 2, 0.5, 2)  # accepted
+    with pytest.raises(ValueError):
+        CyclicalSchedule(floor - 1, 2, 0.5, 2)
+    assert halving.min_fit_steps("sgd_transfer", train) == 1
+    sh = {"strategy": "successive_halving"}
+    assert [s for s, _ in halving.plan(8, 12, sh)] == [1, 4, 12]
+    assert [s for s, _ in halving.plan(8, 12, sh, floor)] == [floor, floor, 12]
+    assert halving.plan(8, 100, sh, floor) == halving.plan(8, 100, sh)  # the default's rungs (11, 33, 100) unchanged

@@ -25,7 +25,8 @@ TUNE_PARAMS = canon(
 )
 #: [(steps, points), ...] per rung of a method's tuning (the grid: one rung of every point)
 tune_schedule = lambda method: halving.plan(
-    len(selection.expand_grid(GRIDS[method])), config["train"]["steps"], config["tuning"]
+    len(selection.expand_grid(GRIDS[method])), config["train"]["steps"], config["tuning"],
+    halving.min_fit_steps(method, config["train"]),
 )
 #: what a tune job's log and benchmark paths name
 TUNE_JOB = "{pretraining}/{method}" if TUNE_SPLIT == "method" else "{pretraining}/{method}/n{n}"

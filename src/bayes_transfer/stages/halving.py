@@ -46,8 +46,30 @@ def rung_sizes(n_points: int, rungs: int, eta: int) -> list[int]:
     return sizes
 
 
-def plan(n_points: int, max_steps: int, tuning_cfg: Mapping) -> list[tuple[int, int]]:
-    """``[(steps, points), ...]`` per rung for ``tuning.strategy`` (grid: one rung of every point)."""
+def min_fit_steps(method: str, train_cfg: Mapping) -> int:
+    """The fewest training steps a fit of ``method`` can run: an SG-MCMC method's cyclical schedule needs room
+    for ``samples_per_cycle`` sampling steps in each of its ``cycles`` (1 for the other methods)."""
+    from bayes_transfer.inference.methods import METHODS
+    from bayes_transfer.inference.samplers import CyclicalSchedule
+
+    if not METHODS[method].bayesian:
+        return 1
+    cycles = int(train_cfg.get("cycles", 2))
+    fraction = float(train_cfg.get("exploration_fraction", 0.5))
+    samples = int(train_cfg.get("samples_per_cycle", 2))
+    for steps in range(cycles, cycles * (samples + 2) * 100 + 1):
+        try:
+            CyclicalSchedule(steps, cycles, fraction, samples)
+            return steps
+        except ValueError:
+            continue
+    raise ValueError(f"no number of steps fits {cycles} cycles of {samples} samples at exploration {fraction}")
+
+
+def plan(n_points: int, max_steps: int, tuning_cfg: Mapping, floor: int = 1) -> list[tuple[int, int]]:
+    """``[(steps, points), ...]`` per rung for ``tuning.strategy`` (grid: one rung of every point). No rung has
+    fewer than ``floor`` steps (:func:`min_fit_steps`; at most ``max_steps``): a config with few training
+    steps would otherwise give early rungs too short for an SG-MCMC schedule."""
     strategy = tuning_cfg.get("strategy", "grid")
     if strategy == "grid":
         return [(int(max_steps), int(n_points))]
@@ -55,7 +77,8 @@ def plan(n_points: int, max_steps: int, tuning_cfg: Mapping) -> list[tuple[int, 
         raise ValueError(f"tuning.strategy must be one of {STRATEGIES}, got {strategy!r}")
     sh = dict(tuning_cfg.get("successive_halving") or {})
     rungs, eta = int(sh.get("rungs", 3)), int(sh.get("eta", 3))
-    return list(zip(rung_steps(int(max_steps), rungs, eta, sh.get("min_steps")), rung_sizes(n_points, rungs, eta)))
+    steps = [max(s, min(int(floor), int(max_steps))) for s in rung_steps(int(max_steps), rungs, eta, sh.get("min_steps"))]
+    return list(zip(steps, rung_sizes(n_points, rungs, eta)))
 
 
 def promote(rows: Sequence[Mapping], k: int, score: str) -> list[int]:

@@ -70,7 +70,8 @@ class Tuning:
         selection.sort_key({"nll": 0.0, "error": 0.0}, self.score)  # a clear error for an unknown score
         self.wd_over_lr = bool(cfg.get("weight_decay_over_lr", True))
         self.points = selection.expand_grid(self.grid, self.wd_over_lr, self.train_cfg.get("lr", Hyper.lr))
-        self.schedule = halving.plan(len(self.points), int(self.train_cfg.get("steps", Hyper.steps)), cfg)
+        self.schedule = halving.plan(len(self.points), int(self.train_cfg.get("steps", Hyper.steps)), cfg,
+                                     halving.min_fit_steps(self.method, self.train_cfg))
         self._state = self._prior = None
 
     def data(self, n: int):
