@@ -63,7 +63,9 @@ def test_dry_run_plans_every_stage_and_nothing_of_paper_scale(workdir):
         assert counts.get(rule), (rule, counts)
     # trained here like the digits: no dataset check or checkpoint download of paper scale; segmentation is off
     assert not {"prepare_data", "fetch_weights", "import_prior", "segment", "segment_pretrain"} & set(counts), counts
-    assert counts["pretrain"] == 2 and counts["learn_prior"] == 2
+    # the two SWAG priors and the supervised checkpoint's BBB prior (prior.variants), with its tuning and fits
+    assert counts["pretrain"] == 2 and counts["learn_prior"] == 3
+    assert counts["tune_variant"] == 3 and counts["fit_size"] == 3 and counts["pruning"] == 1
     # 5 methods x 2 pre-trainings, plus the learned-mean ablation's 2 methods: one job each for the 5 sizes x 5
     # seeds (workflow.sizes_per_job: all, inherited from config.yaml)
     assert counts["fit"] == 12
@@ -75,6 +77,7 @@ def _tiny_overlay(fmnist_dir: Path) -> dict:
         "data": {"fashion_mnist_dir": str(fmnist_dir), "n_val": 20},
         "pretrain": {"steps": 4, "batch_size": 16, "log_every": 2},
         "swag": {"cycles": 3, "steps_per_cycle": 3, "max_rank": 2},
+        "bbb": {"steps": 4},
         "methods": ["sgd_transfer", "bnn_learned_prior"],
         "sizes": [10, 20],
         "seeds": [0, 1],
@@ -100,9 +103,11 @@ def test_tiny_real_run_of_the_fashion_path(workdir):
     res = workdir / "results"
     runs = pd.read_csv(res / "tables" / "runs.csv")
     assert set(runs["dataset"]) == {"fashion_mnist"} and set(runs["arch"]) == {"resnet28"}
-    assert set(runs["pretraining"]) == {"supervised", "simclr"} and set(runs["n_train"]) == {10, 20}
-    assert {"test", "shifted_test"} <= set(runs["eval_set"]) and runs["success"].all()
-    assert len(list((res / "runs").rglob("seed*.json"))) == 2 * 2 * 2 * 2
+    # the two pre-trainings, and the supervised checkpoint's BBB prior with bnn_learned_prior at its n = 10
+    assert set(runs["pretraining"]) == {"supervised", "simclr", "supervised_bbb"} and set(runs["n_train"]) == {10, 20}
+    assert {"test", "shifted_test", "ood_source", "ood_noise"} <= set(runs["eval_set"]) and runs["success"].all()
+    assert len(list((res / "runs").rglob("seed*.json"))) == 2 * 2 * 2 * 2 + 2
+    assert (res / "figures" / "pruning_supervised_bbb.png").stat().st_size > 1000
     for fig in ("fig4_supervised", "fig5a_simclr", "fig5b_simclr", "fig9_reliability_simclr", "fig3a_landscape",
                 "fig3b_rank", "fig3d_lambda"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 1000, fig

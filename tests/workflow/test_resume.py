@@ -282,7 +282,8 @@ def test_sigkilled_fit_job_resubmitted_resumes_and_ends_with_the_same_numbers(tm
     assert _snakemake(killed, "--unlock").returncode == 0
     out = _snakemake(killed, FIT.format(0), "--rerun-incomplete")  # what the Slurm profile does
     assert out.returncode == 0, out.stderr[-3000:]
-    log = (killed / "results/logs/fit/supervised/sgd_transfer/n25.log").read_text()
+    # one fit job for the method's sizes (workflow.sizes_per_job: all; here the one size, n = 25)
+    log = (killed / "results/logs/fit/supervised/sgd_transfer.log").read_text()
     assert "resumed at step" in log, log[-2000:]
     for seed in (0, 1):
         a = json.loads((base / FIT.format(seed)).read_text())
