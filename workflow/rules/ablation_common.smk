@@ -68,7 +68,7 @@ PRUNED_PRIORS = (
     []
     if PAPER_SCALE
     else [v for v in PRIOR_VARIANTS if prior_method(v) == "bbb"]
-    + ([p for p in PRETRAININGS] if config["prior"]["method"] == "bbb" else [])
+    + (list(PRETRAININGS) if config["prior"]["method"] == "bbb" else [])
 )
 
 

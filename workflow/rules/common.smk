@@ -90,23 +90,15 @@ def tune_inputs(wildcards):
 
 
 def fit_inputs(wildcards):
+    """A fit job's inputs: the checkpoint, the prior if the method uses one, and the tuning file of its size
+    (wildcard n), or of every size when the job has no n (workflow.sizes_per_job: all)."""
     inputs = {"checkpoint": checkpoint_path(wildcards.pretraining)}
     if uses_learned_prior(wildcards.method):
         inputs["prior"] = prior_path(wildcards.pretraining)
-    tuning = tuning_path(wildcards.pretraining, wildcards.method, wildcards.n)
-    if tuning:
-        inputs["tuning"] = tuning
-    return inputs
-
-
-def fit_all_inputs(wildcards):
-    """A (pre-training, method) job's inputs: the checkpoint, the prior if it uses one, every size's tuning."""
-    inputs = {"checkpoint": checkpoint_path(wildcards.pretraining)}
-    if uses_learned_prior(wildcards.method):
-        inputs["prior"] = prior_path(wildcards.pretraining)
-    tunings = [tuning_path(wildcards.pretraining, wildcards.method, n) for n in SIZES]
+    one = hasattr(wildcards, "n")
+    tunings = [tuning_path(wildcards.pretraining, wildcards.method, n) for n in ([wildcards.n] if one else SIZES)]
     if all(tunings):
-        inputs["tuning"] = tunings
+        inputs["tuning"] = tunings[0] if one else tunings
     return inputs
 
 

@@ -21,7 +21,7 @@ if FIT_ALL_SIZES:
         wildcard_constraints:
             pretraining=MAIN_PRETRAININGS,
         input:
-            unpack(fit_all_inputs),
+            unpack(fit_inputs),
         output:
             ["results/runs/{pretraining}/{method}/n%d/seed%d.json" % (n, s) for n in SIZES for s in SEEDS],
         params:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bayes_transfer.results.ood import entropy
+
 
 class BayesianModelAverage:
     """Equal-weight average of predictive probabilities (softmax outputs), per evaluation set.
@@ -27,7 +29,7 @@ class BayesianModelAverage:
             if name in self._sums and self._sums[name].shape != p.shape:
                 raise ValueError(f"evaluation set {name!r}: shape {tuple(p.shape)} != {tuple(self._sums[name].shape)}")
             self._sums[name] = self._sums[name] + p if name in self._sums else p.clone()
-            h = -(p * torch.log(p.clamp_min(1e-300))).sum(-1)  # this sample's predictive entropy per example
+            h = entropy(p)  # this sample's predictive entropy per example
             self._entropy_sums[name] = self._entropy_sums[name] + h if name in self._entropy_sums else h
         self.num_samples += 1
 

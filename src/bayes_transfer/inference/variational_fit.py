@@ -50,6 +50,7 @@ from bayes_transfer.inference.schedules import cosine_lr
 from bayes_transfer.inference.variational import (MeanFieldGaussian, REPARAMETERISATIONS, load_mean_into,
                                                   load_sample_into, negative_elbo, sampled_forward)
 from bayes_transfer.models.resnets import split_named_parameters
+from bayes_transfer.results.ood import entropy
 from bayes_transfer.priors.gaussian import GaussianPrior
 
 __all__ = ["fit_variational", "prediction_samples", "ood_margin", "DEFAULT_REPARAMETERISATION", "PSI_INIT",
@@ -74,7 +75,6 @@ def ood_margin(logits: list, margin: float) -> torch.Tensor:
     differentiable. The fit maximises it (``loss - vi_ood_weight * ood_margin``) so that OOD inputs get
     uncertain, disagreeing predictions, up to the margin and no further."""
     probs = torch.stack([F.softmax(z.float(), dim=-1) for z in logits])
-    entropy = lambda p: -(p * torch.log(p.clamp_min(1e-12))).sum(-1)  # noqa: E731
     mi = entropy(probs.mean(0)) - entropy(probs).mean(0)
     return torch.clamp(mi, max=float(margin)).mean()
 

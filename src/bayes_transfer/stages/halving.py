@@ -57,7 +57,9 @@ def min_fit_steps(method: str, train_cfg: Mapping) -> int:
     cycles = int(train_cfg.get("cycles", 2))
     fraction = float(train_cfg.get("exploration_fraction", 0.5))
     samples = int(train_cfg.get("samples_per_cycle", 2))
-    for steps in range(cycles, cycles * (samples + 2) * 100 + 1):
+    # a cycle of k steps samples in k - floor(fraction k) >= k (1 - fraction) of them: k = ceil(samples / (1 -
+    # fraction)) + 1 always suffices, so the search is bounded
+    for steps in range(cycles, cycles * (math.ceil(samples / (1.0 - fraction)) + 1) + 1):
         try:
             CyclicalSchedule(steps, cycles, fraction, samples)
             return steps
