@@ -36,6 +36,8 @@ AUDIT_INPUTS = {"runs": "results/tables/runs.csv"} | {
 #: the controls' verdicts (workflow/rules/controls.smk), shown as the "Pipeline controls" table when they run
 if CONTROLS_ENABLED:
     AUDIT_INPUTS["controls"] = CONTROLS_FILES["claims"]
+#: other tiers' claims tables (audit.tiers: label -> claims.csv of another run), shown beside this tier's verdicts
+AUDIT_INPUTS |= {f"tier_{label}": path for label, path in config["audit"]["tiers"].items()}
 
 # lambdas, not functions: rule files keep functions in common modules (snakemake --lint)
 audit_targets = lambda: list(AUDIT_FILES.values())
@@ -62,7 +64,9 @@ rule audit:
         cells_md=audit_report("cells_md", "audit_cells.rst", "cells vs paper (Markdown)"),
         cells_html=audit_report("cells_html", "audit_cells.rst", "cells vs paper"),
     params:
-        audit=canon(config["audit"]),
+        audit=canon({k: v for k, v in config["audit"].items() if k != "tiers"}),
+        tier=TIER,
+        tiers=list(config["audit"]["tiers"]),
     log:
         "results/logs/audit.log",
     conda:

@@ -5,6 +5,7 @@
 # and checked (bayes_transfer.config.schema.prepare_config); every problem is reported on its own line.
 from pathlib import Path
 
+from bayes_transfer.audit.tiers import tier_label
 from bayes_transfer.config.check import ConfigError
 from bayes_transfer.config.schema import prepare_config
 from bayes_transfer.inference.methods import METHODS, relevant_hyper
@@ -21,6 +22,8 @@ SIZES = config["sizes"]
 SEEDS = config["seeds"]
 GRIDS = config["tuning"]["grids"]
 INHERIT = config["tuning"]["inherit"]
+#: this config's tier (default, fashion, paper scale), named on the audit's front page
+TIER = tier_label(config["data"]["dataset"])
 #: prior.variants (issue 14) by their results name <pretraining>_<method>: extra priors and the methods run with
 #: them, for the pre-trainings in `pretrainings` (an override of the list drops the others' variants too)
 PRIOR_VARIANTS = {

@@ -93,7 +93,8 @@ def _fold_summary(text: str) -> str:
 
 
 def html_table(df: pd.DataFrame, formats: Formats | None = None, table_id: str = "",
-               verdict_cols: tuple[str, ...] = ("verdict", "our verdict", "report verdict", "status"),
+               verdict_cols: tuple[str, ...] = ("verdict", "our verdict", "report verdict", "status",
+                                                 "Flowers-102 report", "Harvey et al. (TMLR 2024)"),
                folded: tuple[str, ...] = ("runs",), long: tuple[str, ...] = (),
                nowrap: tuple[str, ...] = ()) -> str:
     """An HTML table; verdict cells carry a class (v-supported, v-contradicted, ...) for colour, cells of
@@ -106,7 +107,7 @@ def html_table(df: pd.DataFrame, formats: Formats | None = None, table_id: str =
         cells = []
         for c in df.columns:
             text = str(formats.get(c, fmt)(row[c]))
-            if c in verdict_cols:
+            if c in verdict_cols or str(c).startswith("ours ("):
                 cells.append(f'<td class="v-{text.split(" (")[0].replace(" ", "-")}">{html.escape(text)}</td>')
             elif c in folded and text not in ("", "-"):
                 cells.append(f'<td class="fold"><details><summary>{html.escape(_fold_summary(text))}</summary>'
@@ -147,15 +148,38 @@ def html_page(title: str, body: str) -> str:
 P_FORMATS = {"p_value": fmt_p, "p_wilcoxon": fmt_p, "p_holm": fmt_p}
 
 
-def claims_overview(claims: pd.DataFrame) -> pd.DataFrame:
-    """The headline: claim, our verdict, the deciding part's numbers, the reproducibility report's verdict."""
+def claims_overview(claims: pd.DataFrame, beside: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The headline: claim, the paper's statement, the published reproductions' verdicts and ours on this tier
+    and any other (``beside``: :func:`bayes_transfer.audit.tiers.beside`), and the deciding part's numbers.
+    Without ``beside``: our verdict and the reproducibility report's (its claims 1-5)."""
     rows = []
-    for r in claims.to_dict("records"):
-        rep = r.get("report_verdict")
-        rows.append({"claim": r["claim"], "what the paper says": r["title"], "our verdict": r["verdict"],
-                     "numbers behind it (deciding part)": numbers_text(r, "decisive_part", "decisive_reason"),
-                     "report verdict": rep if isinstance(rep, str) else "not tested"})
+    for i, r in enumerate(claims.to_dict("records")):
+        row = {"claim": r["claim"], "what the paper says": r["title"]}
+        if beside is None:
+            rep = r.get("report_verdict")
+            row |= {"our verdict": r["verdict"],
+                    "report verdict": rep if isinstance(rep, str) else "not tested"}
+        else:
+            row |= {c: beside[c].iloc[i] for c in beside.columns if c != "claim"}
+        row["numbers behind it (deciding part)"] = numbers_text(r, "decisive_part", "decisive_reason")
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: what the overview's reproduction and other-tier columns are
+REPRODUCTIONS_NOTE = ("Flowers-102 report and Harvey et al.: the published reproductions' conclusions on the same "
+                      "claims (package data, bayes_transfer/audit/reference/SOURCE.md), shown beside ours, never used "
+                      "to compute them; ours (another tier): that tier's own audit (config audit.tiers). ")
+
+
+def tier_text(result: Mapping[str, pd.DataFrame]) -> str:
+    """Which tier the verdicts come from and what it can conclude (empty when the audit was given no tier)."""
+    tier = result.get("tier")
+    if not tier:
+        return ""
+    from bayes_transfer.audit.tiers import TIER_SCOPE
+
+    return f"These verdicts come from {TIER_SCOPE[tier]}"
 
 
 def controls_overview(controls: pd.DataFrame) -> pd.DataFrame:
@@ -226,7 +250,9 @@ def method_text(settings: AuditSettings) -> str:
 
 def claims_markdown(result: Mapping[str, pd.DataFrame], settings: AuditSettings) -> str:
     lines = ["# Reproducibility audit: the paper's claims tested on our runs", "",
-             method_text(settings), "", md_table(claims_overview(result["claims"])), "",
+             *([tier_text(result), ""] if tier_text(result) else []),
+             *([REPRODUCTIONS_NOTE.strip(), ""] if "beside" in result else []),
+             method_text(settings), "", md_table(claims_overview(result["claims"], result.get("beside"))), "",
              _controls_section(result, as_html=False) + "## Parts of each claim", "",
              md_table(parts_view(result["parts"], settings)), "",
              "## How each claim was tested", ""]
@@ -245,7 +271,8 @@ def claims_html(result: Mapping[str, pd.DataFrame], settings: AuditSettings) -> 
     long = ("numbers behind it (deciding part)", "what the paper says", "reason", "contrast", "test",
             "report_basis")
     nowrap = (f"effect [{1 - settings.alpha:.0%} CI]", "p", "signed-rank p", "p (Holm)")
-    body = [html_table(claims_overview(result["claims"]), table_id="audit-claims", long=long),
+    body = [f"<p>{html.escape(tier_text(result))}</p>" if tier_text(result) else "",
+            html_table(claims_overview(result["claims"], result.get("beside")), table_id="audit-claims", long=long),
             f"<p>{html.escape(method_text(settings).replace('*', ''))}</p>",
             _controls_section(result, as_html=True) + "<h2>Parts of each claim</h2>",
             html_table(parts_view(result["parts"], settings), table_id="audit-parts", long=long, nowrap=nowrap),
@@ -269,12 +296,14 @@ def claims_fragment(result: Mapping[str, pd.DataFrame], settings: AuditSettings)
     Its style puts the report's content pane at the top and widens it while the fragment is shown, so the whole
     table is visible without scrolling (the pane is otherwise centred vertically, which hides a tall table's top)."""
     return (f"<style>{STYLE}{FRONT_PAGE_STYLE}</style>\n<div id=\"audit-overview\">\n"
-            f"{html_table(claims_overview(result['claims']), table_id='audit-claims')}"
+            + (f"<p style=\"font-size:11px\">{html.escape(tier_text(result))}</p>" if tier_text(result) else "")
+            + f"{html_table(claims_overview(result['claims'], result.get('beside')), table_id='audit-claims')}"
             f"<p style=\"font-size:11px\">Verdicts computed from our runs: two-sided paired t-test over seeds, "
             f"alpha = {settings.alpha:g}; supported = claimed sign with p &lt; alpha; contradicted = opposite sign "
             f"with p &lt; alpha; no relevant effect = the {1 - settings.alpha:.0%} CI lies within ± the smallest "
             f"relevant effect; inconclusive otherwise. A claim is supported when all its parts are, else "
-            f"contradicted / no relevant effect when any part is. Every part, pair and per-size test: category "
+            f"contradicted / no relevant effect when any part is. {REPRODUCTIONS_NOTE if 'beside' in result else ''}"
+            f"Every part, pair and per-size test: category "
             f"<i>Reproducibility audit</i>.</p>\n{_controls_section(result, as_html=True)}</div>\n")
 
 

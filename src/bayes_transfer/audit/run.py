@@ -22,12 +22,15 @@ OUTPUTS = ("cells_csv", "cells_md", "cells_html", "claims_csv", "claims_md", "cl
 
 def run_audit(tables: Mapping[str, pd.DataFrame | None], settings: AuditSettings | None = None,
               published: pd.DataFrame | None = None, report: pd.DataFrame | None = None,
-              power: PowerFn | None = None, controls: pd.DataFrame | None = None) -> dict:
+              power: PowerFn | None = None, controls: pd.DataFrame | None = None, tier: str | None = None,
+              other_tiers: Mapping[str, pd.Series] | None = None) -> dict:
     """The per-cell table and the claims over the given tidy tables (keys as in extract.TABLE_FILES;
     None = not produced by this config). ``published``/``report`` default to the package's reference data;
     ``power``: the power analysis of each part (see :data:`bayes_transfer.audit.stats.PowerFn`); ``controls``:
     the controls rule's claims table (results/controls/claims.csv, docs/controls.md), shown as the pages'
-    "Pipeline controls" table (None: the config runs no controls)."""
+    "Pipeline controls" table (None: the config runs no controls); ``tier``: this run's tier
+    (:func:`bayes_transfer.audit.tiers.tier_label`), which puts the published reproductions' verdicts and
+    ``other_tiers`` (label -> claim -> verdict, :func:`bayes_transfer.audit.tiers.read_tier_verdicts`) beside ours."""
     from bayes_transfer.audit import reference
 
     settings = settings or AuditSettings()
@@ -36,7 +39,12 @@ def run_audit(tables: Mapping[str, pd.DataFrame | None], settings: AuditSettings
     cells = compare_cells(published, our_cells(tables.get("runs"), tables.get("segmentation")))
     # R1, R2 (issue 14's related methods) after C1-C11
     claims = with_related_claims(evaluate_claims(tables, settings, report, power), tables, settings, power)
-    return {"cells": cells, **claims, **({} if controls is None else {"controls": controls})}
+    out = {"cells": cells, **claims, **({} if controls is None else {"controls": controls})}
+    if tier is not None:
+        from bayes_transfer.audit.tiers import beside
+
+        out |= {"tier": tier, "beside": beside(claims["claims"], tier, other_tiers)}
+    return out
 
 
 def write_audit(result: Mapping[str, pd.DataFrame], outputs: Mapping[str, str | Path],

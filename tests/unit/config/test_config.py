@@ -42,7 +42,8 @@ def _dataclass_sections():
         ("segmentation.scenes", SceneConfig, {"lr"}, set()),
         # arch and classes come from the backbone column and the dataset, not from segmentation.model
         ("segmentation.model", ModelSpec, set(), {"arch", "num_classes", "arch_kwargs"}),
-        ("audit", AuditSettings, set(), set()),
+        # tiers names other runs' claims files the audit rule reads and shows (bayes_transfer.audit.tiers)
+        ("audit", AuditSettings, {"tiers"}, set()),
     ]
 
 
