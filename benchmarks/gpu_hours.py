@@ -15,7 +15,14 @@ points_per_job, and tuning.strategy: successive halving's rungs are priced at th
 and per job class (the Snakemake rule: ``fit``, ``cifar100_resnet50_tune_point``, ...). Wall-clock time on K GPUs
 (``--gpus``): the jobs of each stage are placed longest first on the least loaded GPU (a greedy list schedule; the best such
 schedule on at most K GPUs, so more GPUs are never slower), and the stages run one after another (pretrain,
-prior, tune, fit: each needs the one before). Segmentation and the Fig. 3 ablations are not priced.
+prior, tune, fit: each needs the one before; then ablation, segmentation). The Fig. 3 ablations (stage
+``ablation``: rules ablation_rank, ablation_lambda, landscape, and Fig. 3c's tune and fit jobs) and segmentation
+(stage ``segmentation``: segment_pretrain, segment_prior, segment) are priced in benchmarks/cost_ablations.py,
+which gives their counts and DeepLabv3+'s FLOPs. The rank and lambda ablations read the tuning at
+ablations.n_train, so they come after tune; they, the landscape and segmentation (which needs only checkpoints
+and priors) could run beside fit, so summing them after it makes the wall-clock an upper bound. Within a stage,
+jobs that need others of the same stage run in phases, their makespans added (Fig. 3c: tuning, then fits;
+segment_pretrain, segment_prior, segment); the rungs of successive halving are not phased.
 
 Time of a training step, per (model.arch, data.image_size, batch size):
 
@@ -51,12 +58,14 @@ from bayes_transfer.config.schema import prepare_config
 from bayes_transfer.inference.methods import METHODS
 from bayes_transfer.stages import halving
 
+import cost_ablations  # beside this file (the script's folder is on sys.path; tests: pytest's pythonpath)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CALIBRATION = ROOT / "benchmarks" / "calibration.json"
 FORWARD_GFLOP_224 = {"resnet18": 3.6, "resnet50": 8.2, "resnet101": 15.7}
 TEST_SIZES = {"cifar10": 10_000, "cifar100": 10_000, "flowers102": 6_149, "oxford_pets": 3_669}
 SHIFTED_SIZES = {"cifar10.1": 2_000}
-STAGES = ("pretrain", "prior", "tune", "fit")
+STAGES = ("pretrain", "prior", "tune", "fit", "ablation", "segmentation")
 COLUMNS = ("jobs", "GPU-hours", "largest job (GPU-h)", "wall on K GPUs (h)")
 
 
@@ -133,6 +142,7 @@ class Job:
     job_class: str  # the Snakemake rule
     stage: str
     seconds: float
+    phase: int = 0  # jobs of a stage that need others of it come in a later phase
 
 
 def _run_seconds(method: str, hp: dict, t: StepTimes, arch: str, size: int, eval_images: int) -> float:
@@ -224,11 +234,24 @@ def experiment_jobs(cfg: dict, t: StepTimes, name: str = "", prefix: str = "") -
     return jobs
 
 
+def extra_jobs(cfg: dict, t: StepTimes, name: str = "", prefix: str = "") -> list[Job]:
+    """The Fig. 3 ablations and segmentation of one experiment (benchmarks/cost_ablations.py)."""
+    data = cfg["data"]
+    test, shifted = TEST_SIZES[data["dataset"]], SHIFTED_SIZES.get(data.get("shifted_test"), 0)
+    ablation = cost_ablations.ablation_jobs(cfg, t, test, shifted, _run_seconds, experiment_jobs)
+    segmentation = cost_ablations.segmentation_jobs(cfg, t)
+    return ([Job(name, prefix + rule, "ablation", s, phase) for rule, s, phase in ablation]
+            + [Job(name, prefix + rule, "segmentation", s, phase) for rule, s, phase in segmentation])
+
+
 def sweep_jobs(config: dict, t: StepTimes) -> list[Job]:
     """Every job of the sweep: the main experiment (unprefixed rules), then each of ``sweep.experiments``."""
-    jobs = experiment_jobs(config, t, f"{config['data']['dataset']}_{config['model']['arch']}")
+    config = prepare_config(config)  # idempotent; fills in what follows the lists (ablations.pretraining, ...)
+    name = f"{config['data']['dataset']}_{config['model']['arch']}"
+    jobs = experiment_jobs(config, t, name) + extra_jobs(config, t, name)
     for name, cfg in sweep_experiments(config).items():
-        jobs += experiment_jobs(prepare_config(cfg), t, name, f"{name}_")
+        cfg = prepare_config(cfg)
+        jobs += experiment_jobs(cfg, t, name, f"{name}_") + extra_jobs(cfg, t, name, f"{name}_")
     return jobs
 
 
@@ -261,6 +284,11 @@ def report(config: dict, t: StepTimes, gpus: int) -> dict:
     jobs = sweep_jobs(config, t)
     stages = summarise(jobs, gpus, lambda j: j.stage)
     stages = {s: stages[s] for s in STAGES if s in stages}
+    for s, row in stages.items():  # phases one after another
+        phases = sorted({j.phase for j in jobs if j.stage == s})
+        row["wall_hours"] = sum(makespan([j.seconds for j in jobs if j.stage == s and j.phase == p], gpus)
+                                for p in phases) / 3600
+        row["phases"] = len(phases)
     classes = summarise(jobs, gpus, lambda j: j.job_class)
     total = {"jobs": len(jobs), "gpu_hours": sum(j.seconds for j in jobs) / 3600,
              "largest_job_gpu_hours": max(j.seconds for j in jobs) / 3600,

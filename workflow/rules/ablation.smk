@@ -4,30 +4,47 @@
 # Paths and input functions: ablation_common.smk.
 
 
+import re
+
+
 wildcard_constraints:
     figure="|".join(SIZE_FIGURES),
     ablation="rank|lambda|learned_mean",
     convention="exact|priorbox",
 
 
+#: a rank or lambda ablation job's cell in its log and benchmark paths: its value and seed with one seed a job
+ABL_RANK_JOB = "{pretraining}/{method}/k{rank}/seed{seed}" if ABL_PER_SEED else "{pretraining}/{method}"
+ABL_LAMBDA_JOB = ("{pretraining}/{method}/{convention}/lam{lam}/seed{seed}" if ABL_PER_SEED
+                  else "{pretraining}/{method}/{convention}")
+
+
+# one job per method for every rank and seed; with workflow.seeds_per_job 1 (paper scale) one job per (rank, seed)
 rule ablation_rank:
+    wildcard_constraints:
+        rank=r"\d+",
+        seed=r"\d+",
     input:
         unpack(ablation_inputs),
     output:
-        ablation_paths("rank", "{pretraining}", "{method}"),
+        (
+            "results/ablations/rank/{pretraining}/{method}/k{rank}/seed{seed}.json"
+            if ABL_PER_SEED
+            else ablation_paths("rank", "{pretraining}", "{method}")
+        ),
     params:
         data=canon(config["data"]),
         model=canon(config["model"]),
         train=lambda w: canon(relevant_hyper(w.method, config["train"])),
         key="prior_rank",
-        values=RANKS,
+        values=(lambda w: [int(w.rank)]) if ABL_PER_SEED else RANKS,
         fixed={"prior_truncation": ABL["rank"]["truncation"]},
         n=ABL_N,
-        seeds=SEEDS,
+        seeds=(lambda w: [int(w.seed)]) if ABL_PER_SEED else SEEDS,
     log:
-        "results/logs/ablations/rank/{pretraining}/{method}.log",
+        "results/logs/ablations/rank/%s.log" % ABL_RANK_JOB,
     benchmark:
-        "results/benchmarks/ablations/rank/{pretraining}/{method}.tsv"
+        "results/benchmarks/ablations/rank/%s.tsv" % ABL_RANK_JOB
     threads: config["threads"]
     conda:
         "../envs/pipeline.yaml"
@@ -36,25 +53,33 @@ rule ablation_rank:
 
 
 # one job per method and prior convention (ablations.lambda.conventions; the settings of each:
-# bayes_transfer.stages.ablation.LAMBDA_CONVENTIONS)
+# bayes_transfer.stages.ablation.LAMBDA_CONVENTIONS) for every lambda and seed; with workflow.seeds_per_job 1 one
+# job per (lambda, seed)
 rule ablation_lambda:
+    wildcard_constraints:
+        lam="|".join(re.escape(label) for label in SCALE_BY_LABEL) or "none",
+        seed=r"\d+",
     input:
         unpack(ablation_inputs),
     output:
-        ablation_paths("lambda", "{pretraining}", "{method}", "{convention}"),
+        (
+            "results/ablations/lambda/{pretraining}/{method}/{convention}/lam{lam}/seed{seed}.json"
+            if ABL_PER_SEED
+            else ablation_paths("lambda", "{pretraining}", "{method}", "{convention}")
+        ),
     params:
         data=canon(config["data"]),
         model=canon(config["model"]),
         train=lambda w: canon(relevant_hyper(w.method, config["train"])),
         key="prior_scale",
-        values=PRIOR_SCALES,
+        values=(lambda w: [SCALE_BY_LABEL[w.lam]]) if ABL_PER_SEED else PRIOR_SCALES,
         fixed={},
         n=ABL_N,
-        seeds=SEEDS,
+        seeds=(lambda w: [int(w.seed)]) if ABL_PER_SEED else SEEDS,
     log:
-        "results/logs/ablations/lambda/{pretraining}/{method}/{convention}.log",
+        "results/logs/ablations/lambda/%s.log" % ABL_LAMBDA_JOB,
     benchmark:
-        "results/benchmarks/ablations/lambda/{pretraining}/{method}/{convention}.tsv"
+        "results/benchmarks/ablations/lambda/%s.tsv" % ABL_LAMBDA_JOB
     threads: config["threads"]
     conda:
         "../envs/pipeline.yaml"

@@ -14,6 +14,9 @@ LAMBDA_CONVENTIONS = ABL["lambda"]["conventions"]
 MEAN_METHODS = ABL["learned_mean"]["methods"]
 LANDSCAPE = ABL["landscape"]
 RELIABILITY_METHODS = ABL["reliability"]["methods"] or METHOD_LIST
+#: the rank and lambda ablations' job granularity follows the fits' (workflow.seeds_per_job): one job per method
+#: (and convention) for every value and seed, or, with one seed a job (paper scale), one job per (value, seed)
+ABL_PER_SEED = config["workflow"]["seeds_per_job"] == 1
 
 #: figure -> (metric, eval_set) of the figures drawn against training size from the summary
 #: OOD detection against training size (issue 14; bayes_transfer.results.ood): the AUROC of the predictive entropy
@@ -30,6 +33,10 @@ SIZE_FIGURES = {"fig4": ("error", "test"), "fig5a": ("error", "shifted_test"), "
 
 def scale_label(scale):
     return f"{scale:g}"
+
+
+#: the lambda ablation's path label of each prior scale -> the scale
+SCALE_BY_LABEL = {scale_label(s): s for s in PRIOR_SCALES}
 
 
 def ablation_paths(kind, pretraining, method, convention=None):

@@ -60,21 +60,25 @@ rule segment:
     input:
         unpack(seg_inputs),
     output:
-        [
-            "results/segmentation/runs/{dataset}/{backbone}/{pretraining}/{method}/seed%d.json" % s
-            for s in SEG["seeds"]
-        ],
+        (
+            r"results/segmentation/runs/{dataset}/{backbone}/{pretraining}/{method}/seed{seed,\d+}.json"
+            if SEG_PER_SEED
+            else [
+                "results/segmentation/runs/{dataset}/{backbone}/{pretraining}/{method}/seed%d.json" % s
+                for s in SEG["seeds"]
+            ]
+        ),
     params:
         dataset=lambda w: seg_dataset_cfg(w.dataset),
         digits=lambda w: seg_digits_cfg(w.dataset),
         model=canon(SEG["model"]),
         backbone_model=lambda w: canon(seg_model(w.backbone)),
         train=lambda w: canon(relevant_hyper(w.method, SEG["train"], SegmentationHyper)),
-        seeds=SEG["seeds"],
+        seeds=(lambda w: [int(w.seed)]) if SEG_PER_SEED else SEG["seeds"],
     log:
-        "results/logs/segmentation/{dataset}/{backbone}/{pretraining}/{method}.log",
+        "results/logs/segmentation/%s.log" % SEG_JOB,
     benchmark:
-        "results/benchmarks/segmentation/{dataset}/{backbone}/{pretraining}/{method}.tsv"
+        "results/benchmarks/segmentation/%s.tsv" % SEG_JOB
     threads: config["threads"]
     conda:
         "../envs/pipeline.yaml"

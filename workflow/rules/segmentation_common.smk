@@ -32,6 +32,12 @@ def seg_prior(backbone, pretraining):
     return f"results/segmentation/priors/{backbone}/{pretraining}.pt"
 
 
+#: one segment job per seed with workflow.seeds_per_job 1 (paper scale), else one per cell for all its seeds
+SEG_PER_SEED = config["workflow"]["seeds_per_job"] == 1
+SEG_JOB = ("{dataset}/{backbone}/{pretraining}/{method}/seed{seed}" if SEG_PER_SEED
+           else "{dataset}/{backbone}/{pretraining}/{method}")
+
+
 def seg_cells():
     """(dataset, backbone, pretraining, method) of every configured cell of Tables 1, 15 and 16."""
     cells = []

@@ -1,4 +1,5 @@
-"""Glue: one cell of the segmentation tables (dataset x backbone x pretraining x method), every seed."""
+"""Glue: one cell of the segmentation tables (dataset x backbone x pretraining x method), its seeds (all, or one
+with workflow.seeds_per_job 1)."""
 
 from bayes_transfer.stages.experiment import set_threads
 from bayes_transfer.logs import job_log
