@@ -1,7 +1,8 @@
-"""Helpers of the chaos test (tests/workflow/test_chaos.py): start, kill and recover a Snakemake run, check that
-every result file on disk is whole, and read from Snakemake's own logs which jobs ran to the end.
+"""Helpers of the fault tests (tests/workflow/test_chaos.py, tests/cluster/test_preemption.py): start, kill and
+recover a Snakemake run, check that every result file on disk is whole, and read from Snakemake's own logs which
+jobs ran to the end.
 
-Kept apart from the test so the test reads as the scenario: reference run, K killed rounds, recovery, checks.
+Kept apart from the tests so each reads as its scenario: reference run, interruptions, recovery, checks.
 """
 
 from __future__ import annotations

@@ -118,6 +118,21 @@ def test_an_explicit_state_path_resumes_like_a_resumable_block(tmp_path):
         Checkpointing(tmp_path / "x", 0)
 
 
+def test_removing_the_states_also_removes_the_temporaries_of_interrupted_state_writes(tmp_path):
+    """A job stopped inside a save (a Slurm requeue or scancel lands anywhere) leaves the writer's temporary
+    file (bayes_transfer.io: .<name>.<pid>.<random>.tmp); the job that finishes removes those of its states
+    and its output with its states, and leaves every other job's files alone."""
+    mine = ["seed0.json.fit0.ckpt", "seed0.json.fit3.ckpt", "seed0.json.point2.fit0.ckpt",
+            ".seed0.json.fit0.ckpt.3195.d0d897cc.tmp", ".seed0.json.point2.fit1.ckpt.77.0a1b2c3d.tmp",
+            ".seed0.json.51.aaaaaaaa.tmp"]
+    others = ["seed0.json", "seed1.json.fit0.ckpt", ".seed1.json.fit0.ckpt.12.ffffffff.tmp",
+              ".seed1.json.8.bbbbbbbb.tmp", "seed0.jsonl"]  # another seed's; another file
+    for name in mine + others:
+        (tmp_path / name).write_bytes(b"x")
+    remove_checkpoints(tmp_path / "seed0.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+
+
 def test_a_state_saved_with_other_settings_is_not_resumed(tmp_path):
     """A config change reruns the job: a stale state of the old settings must not be continued."""
     train = _data()

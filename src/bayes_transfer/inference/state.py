@@ -96,10 +96,14 @@ def state_path(prefix: str | os.PathLike, k: int = 0) -> Path:
 
 def remove_checkpoints(prefix: str | os.PathLike) -> None:
     """Delete the state files ``<prefix>.*.ckpt`` (every fit's, also of prefixes that start with
-    ``prefix.``), once the job's outputs are written."""
+    ``prefix.``), once the job's outputs are written, and the temporary files of state writes that a kill
+    interrupted (``.<prefix>.*.ckpt.<pid>.<random>.tmp``, bayes_transfer.io: a requeued or cancelled job is
+    stopped wherever it is, also inside a save)."""
     prefix = Path(prefix)
-    for path in prefix.parent.glob(f"{glob.escape(prefix.name)}.*.ckpt"):
-        path.unlink(missing_ok=True)
+    name = glob.escape(prefix.name)
+    for pattern in (f"{name}.*.ckpt", f".{name}.*.tmp"):
+        for path in prefix.parent.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 @dataclass
