@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_ITEMS = ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs")
+#: what the workflow reads besides src/: docs/results holds the other tiers' claims records that the audit shows
+#: (config.yaml's and configs/fashion.yaml's audit.tiers)
+WORKFLOW_ITEMS = ("Snakefile", "config.yaml", "environment.yml", "workflow", "configs", "docs/results")
 
 
 def _copy_workflow(dest: Path, extra: tuple[str, ...] = ()) -> Path:

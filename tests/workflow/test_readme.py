@@ -40,6 +40,8 @@ DRY_RUN_INSTEAD = {
         "trains a pre-training's whole data-size evidence",
     ".venv/bin/snakemake --cores 2 --config pretrainings='[supervised]' methods='[sgd_transfer,bnn_learned_prior]' "
     "sizes='[10,100]'": "trains a subset of the default",
+    ".venv/bin/snakemake --configfile configs/fashion.yaml --cores 2":
+        "the Fashion-MNIST tier (1 h 35 min, docs/results/2026-12-02-fashion.md); its plan needs no data",
 }
 
 #: commands not run, with the reason
@@ -48,7 +50,7 @@ SKIPPED = {
         "the set-up itself; .ci/run runs it in a fresh clone, and this test uses its .venv",
     '.venv/bin/python -m pytest -m "not slow"': "the test suite itself",
     ".venv/bin/python -m pytest -m slow": "the slow tests of the suite itself",
-    ".venv/bin/snakemake --cores 2": "the whole default (about 17 minutes); its dry run is a README command",
+    ".venv/bin/snakemake --cores 2": "the whole default (about 12 minutes); its dry run is a README command",
     ".venv/bin/python -m bayes_transfer demo":
         "~40 s of training; `demo --quick`, a README command, runs the same code",
     ".venv/bin/snakemake --report results/report.html":

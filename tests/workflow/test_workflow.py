@@ -77,7 +77,6 @@ def test_dry_run_of_default_lists_every_stage(workdir):
          "ablations.rank.ranks[1]: rank 50 is above swag.max_rank"),
         # another tier's claims file that is not there: named before any job
         ({"audit": {"tiers": {"fashion": "docs/results/no-such-claims.csv"}}}, "docs/results/no-such-claims.csv"),
-        ({"audit": {"tiers": {"default": "x.csv"}}}, "audit.tiers.default: this config is the 'default' tier"),
     ],
 )
 def test_invalid_config_fails_before_any_job(workdir, change, message):

@@ -36,8 +36,10 @@ AUDIT_INPUTS = {"runs": "results/tables/runs.csv"} | {
 #: the controls' verdicts (workflow/rules/controls.smk), shown as the "Pipeline controls" table when they run
 if CONTROLS_ENABLED:
     AUDIT_INPUTS["controls"] = CONTROLS_FILES["claims"]
-#: other tiers' claims tables (audit.tiers: label -> claims.csv of another run), shown beside this tier's verdicts
-AUDIT_INPUTS |= {f"tier_{label}": path for label, path in config["audit"]["tiers"].items()}
+#: other tiers' claims tables (audit.tiers: label -> claims.csv of another run), shown beside this tier's verdicts;
+#: an entry for this config's own tier (inherited from config.yaml by an overlay) is skipped
+OTHER_TIERS = {label: path for label, path in config["audit"]["tiers"].items() if label != TIER}
+AUDIT_INPUTS |= {f"tier_{label}": path for label, path in OTHER_TIERS.items()}
 
 # lambdas, not functions: rule files keep functions in common modules (snakemake --lint)
 audit_targets = lambda: list(AUDIT_FILES.values())
@@ -66,7 +68,7 @@ rule audit:
     params:
         audit=canon({k: v for k, v in config["audit"].items() if k != "tiers"}),
         tier=TIER,
-        tiers=list(config["audit"]["tiers"]),
+        tiers=list(OTHER_TIERS),
     log:
         "results/logs/audit.log",
     conda:

@@ -90,12 +90,6 @@ def config_problems(config: Mapping) -> list[str]:
         problems.append(f"train.prior_rank: expected at most swag.max_rank ({max_rank}), got {train['prior_rank']}")
     problems += _ablation_problems(config, pool)
     problems += _prior_variant_problems(config)
-    from bayes_transfer.audit.tiers import tier_label
-
-    tier = tier_label(data["dataset"])
-    if tier in config["audit"].get("tiers", {}):
-        problems.append(f"audit.tiers.{tier}: this config is the {tier!r} tier itself (data.dataset "
-                        f"{data['dataset']}); expected other tiers' claims files only")
     from bayes_transfer.config.segmentation import segmentation_config_problems
 
     return problems + segmentation_config_problems(config)
