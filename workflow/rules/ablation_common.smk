@@ -16,7 +16,7 @@ LANDSCAPE = ABL["landscape"]
 RELIABILITY_METHODS = ABL["reliability"]["methods"] or METHOD_LIST
 #: the rank and lambda ablations' job granularity follows the fits' (workflow.seeds_per_job): one job per method
 #: (and convention) for every value and seed, or, with one seed a job (paper scale), one job per (value, seed)
-ABL_PER_SEED = config["workflow"]["seeds_per_job"] == 1
+ABL_PER_SEED = ONE_SEED_PER_JOB
 
 #: figure -> (metric, eval_set) of the figures drawn against training size from the summary
 #: OOD detection against training size (issue 14; bayes_transfer.results.ood): the AUROC of the predictive entropy

@@ -22,6 +22,9 @@ SIZES = config["sizes"]
 SEEDS = config["seeds"]
 GRIDS = config["tuning"]["grids"]
 INHERIT = config["tuning"]["inherit"]
+#: workflow.seeds_per_job 1 (paper scale): every fit, rank/lambda ablation and segmentation cell is one job per
+#: seed (fit.smk, ablation.smk, segmentation.smk); else one job covers its seeds
+ONE_SEED_PER_JOB = config["workflow"]["seeds_per_job"] == 1
 #: this config's tier (default, fashion, paper scale), named on the audit's front page
 TIER = tier_label(config["data"]["dataset"])
 #: prior.variants (issue 14) by their results name <pretraining>_<method>: extra priors and the methods run with

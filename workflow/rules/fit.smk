@@ -8,7 +8,7 @@
 # one job per size (rule fit_size). The paths of the result files are the same, so aggregation is unchanged.
 
 #: one job per seed (a {seed} wildcard), else one job for all seeds
-FIT_PER_SEED = config["workflow"]["seeds_per_job"] == 1
+FIT_PER_SEED = ONE_SEED_PER_JOB
 #: one job per (main pre-training, method) for all sizes and seeds (with one job per seed it does not apply)
 FIT_ALL_SIZES = config["workflow"]["sizes_per_job"] == "all" and not FIT_PER_SEED
 #: what a fit job's log and benchmark paths name: its cell, and its seed when it has one

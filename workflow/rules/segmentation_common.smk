@@ -33,7 +33,7 @@ def seg_prior(backbone, pretraining):
 
 
 #: one segment job per seed with workflow.seeds_per_job 1 (paper scale), else one per cell for all its seeds
-SEG_PER_SEED = config["workflow"]["seeds_per_job"] == 1
+SEG_PER_SEED = ONE_SEED_PER_JOB
 SEG_JOB = ("{dataset}/{backbone}/{pretraining}/{method}/seed{seed}" if SEG_PER_SEED
            else "{dataset}/{backbone}/{pretraining}/{method}")
 
