@@ -299,3 +299,21 @@ rule pruning:
         "../envs/pipeline.yaml"
     script:
         "../scripts/pruning.py"
+
+
+rule pruning_fits:
+    input:
+        vi_run_files(),
+    output:
+        png="results/figures/pruning_vi_fits.png",
+        csv="results/figures/pruning_vi_fits.csv",
+        html=report("results/figures/pruning_vi_fits.html", caption=caption_rst("pruning_fits"),
+                    category="Related methods (issue 14)", labels={"figure": "SNR pruning of the VI fits"}),
+    params:
+        caption=caption_param("pruning_fits"),
+    log:
+        "results/logs/figures/pruning_vi_fits.log",
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/pruning_fits.py"

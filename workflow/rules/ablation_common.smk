@@ -79,8 +79,16 @@ PRUNED_PRIORS = (
 )
 
 
+def vi_run_files():
+    """The run files of every variational fit (main methods and prior variants): their SNR-pruning curves."""
+    cells = [(p, m, n) for p in PRETRAININGS for m in METHOD_LIST for n in SIZES] + variant_cells()
+    return [f for p, m, n in cells if METHODS[m].variational for f in run_paths(p, m, n)]
+
+
 def ablation_targets():
     targets = [f"results/figures/pruning_{v}.{ext}" for v in PRUNED_PRIORS for ext in ("png", "csv")]
+    if vi_run_files():
+        targets += [f"results/figures/pruning_vi_fits.{ext}" for ext in ("png", "csv")]
     for p in PRETRAININGS:
         targets += [f"results/figures/{fig}_{p}.{ext}" for fig in SIZE_FIGURES for ext in ("png", "csv")]
         if ABL_N in SIZES:

@@ -163,7 +163,7 @@ def run_control(variant: str, workdir: str | Path, settings: ControlSettings | N
                 outs = [str(root / "runs" / method / f"n{n}" / f"seed{s}.json") for s in settings.seeds]
                 fit_stage(method, n, PRETRAINING, list(settings.seeds), checkpoint=ckpt, prior_path=uses_prior,
                           tuning_path=tuning_path, data_cfg=data_cfg, model_cfg=model_cfg,
-                          train_cfg=settings.train, outs=outs, device="cpu")
+                          train_cfg=settings.train, outs=outs, device="cpu", prune=False)
                 run_paths += outs
             t = lap("fit", t)
     runs = tidy_runs(run_paths)

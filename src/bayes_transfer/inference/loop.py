@@ -169,7 +169,9 @@ class FitResult:
     (segmentation): mean IoU etc. of the per-pixel Bayesian model average. Both are empty after a failure.
     ``prior_energy``: ``-log p(theta) / N`` of the backbone prior at the end (None without one, or after a
     failure); ``prior_quadratic`` its data-dependent part ``(theta - mu)^T Sigma^{-1} (theta - mu) / (2 N)``,
-    which is ~0 when the prior does not bind.
+    which is ~0 when the prior does not bind. ``posterior`` (variational fits asked to keep it): the fitted
+    mean-field Gaussian, ``{"state": the model's state dict with the backbone at the means, "sigma": {backbone
+    name: standard deviations}}``, which the fit stage prunes by SNR and drops before anything is written.
     """
 
     probs: dict[str, Tensor]
@@ -183,6 +185,7 @@ class FitResult:
     prior_energy: float | None = None
     prior_quadratic: float | None = None
     expected_entropy: dict[str, Tensor] = field(default_factory=dict)
+    posterior: dict | None = None
 
     def diagnostics(self) -> dict:
         last = self.history[-1] if self.history else {}

@@ -116,8 +116,11 @@ def run_method(
     learned_prior: GaussianPrior | None = None,
     device="cpu",
     arch_kwargs: dict | None = None,
+    keep_posterior: bool = False,
 ) -> FitResult:
-    """Fit ``method`` once (or M times for the ensemble) and return its predictive probabilities."""
+    """Fit ``method`` once (or M times for the ensemble) and return its predictive probabilities.
+    ``keep_posterior``: a variational method's result keeps its fitted Gaussian (``FitResult.posterior``); the
+    other methods have none to keep and ignore it."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     spec = METHODS[method]
@@ -129,7 +132,7 @@ def run_method(
         prior = (float(hp.isotropic_variance) if spec.prior == "isotropic_zero"
                  else backbone_prior_for(method, model, hp, learned_prior))
         return fit_variational(model, train_set, hp=hp, eval_sets=eval_sets, prior=prior, seed=seed,
-                               device=device, desc=method)
+                               device=device, desc=method, keep_posterior=keep_posterior)
     if spec.prior == "isotropic_zero":
         hp = Hyper.from_dict(hp.to_dict() | {"weight_decay": 1.0 / (n * hp.isotropic_variance)})
     elif spec.prior != "weight_decay":

@@ -107,12 +107,15 @@ def prediction_samples(hp: LoopHyper) -> int:
 
 
 def fit_variational(model: nn.Module, train_set: Dataset, *, hp: LoopHyper, eval_sets: Mapping[str, Dataset],
-                    prior: GaussianPrior | float, seed: int = 0, device="cpu", desc: str = "vi") -> FitResult:
+                    prior: GaussianPrior | float, seed: int = 0, device="cpu", desc: str = "vi",
+                    keep_posterior: bool = False) -> FitResult:
     """Variational fine-tuning of ``model`` (pre-trained backbone, fresh head) on ``train_set``.
 
     ``prior``: a (rescaled) GaussianPrior over the backbone's names, or a float alpha for N(0, alpha I).
     Returns the S-sample predictive probabilities on ``eval_sets``; a non-finite loss or prediction gives
-    ``success=False`` and its reason (the model then holds the last mean).
+    ``success=False`` and its reason (the model then holds the last mean). ``keep_posterior``: the result's
+    ``posterior`` holds the fitted q (the model's state dict at the means and the backbone's sigmas; after a
+    success only), for SNR pruning.
     """
     mode = getattr(hp, "vi_reparameterisation", DEFAULT_REPARAMETERISATION)
     if mode not in REPARAMETERISATIONS or mode == "mean":
@@ -179,6 +182,10 @@ def fit_variational(model: nn.Module, train_set: Dataset, *, hp: LoopHyper, eval
     except Diverged as err:
         reason, probs, num_samples, expected_entropy = str(err), {}, 0, {}
     load_mean_into(model, q)
+    posterior = None
+    if keep_posterior and not reason:
+        posterior = {"state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                     "sigma": {k: v.detach().cpu().clone() for k, v in q.sigma_dict().items()}}
     # the KL per datum is in the history (prior_term = T KL / N); prior_energy means -log p(theta) / N elsewhere
     return FitResult(probs, not reason, reason, num_samples, step + 1, time.perf_counter() - t0, history,
-                     expected_entropy=expected_entropy)
+                     expected_entropy=expected_entropy, posterior=posterior)

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from bayes_transfer.priors.gaussian import GaussianPrior
 
-__all__ = ["CRITERIA", "SCOPES", "pruning_scores", "prune_masks", "prune", "prior_mean_and_std", "pruning_curve"]
+__all__ = ["CRITERIA", "SCOPES", "pruning_scores", "prune_masks", "prune", "prior_mean_and_std", "pruning_curve",
+           "fit_pruning_summary"]
 
 CRITERIA = ("snr", "magnitude")
 SCOPES = ("layer", "global")
@@ -106,3 +107,31 @@ def pruning_curve(mu: Mapping[str, Tensor], sigma: Mapping[str, Tensor], fractio
             rows.append({"criterion": criterion, "scope": scope, "fraction": float(f),
                          "pruned_fraction": count / total, "value": float(evaluate(pruned))})
     return rows
+
+
+def fit_pruning_summary(records: Iterable[Mapping]):
+    """The pruning curves of the variational fits' run records (their ``pruning`` rows), per pre-training, method,
+    training size, criterion and fraction: ``mean`` and ``se`` (standard error over seeds) of the accuracy,
+    ``pruned_fraction``, ``n_seeds``, and ``n_failed`` (runs of the cell without a curve: failed fits, whose
+    numbers are never averaged in). A DataFrame; empty (with these columns) when no record has a curve."""
+    import pandas as pd
+
+    keys = ["pretraining", "method", "n_train"]
+    rows, failed = [], {}
+    for r in records:
+        cell = tuple(r[k] for k in keys)
+        failed.setdefault(cell, 0)
+        if not r.get("success") or not r.get("pruning"):
+            failed[cell] += 1
+            continue
+        rows += [dict(zip(keys, cell), seed=r["seed"], **row) for row in r["pruning"]]
+    columns = keys + ["criterion", "fraction", "pruned_fraction", "mean", "se", "n_seeds", "n_failed"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame(rows)
+    group = keys + ["criterion", "fraction"]
+    out = table.groupby(group, sort=False).agg(pruned_fraction=("pruned_fraction", "mean"), mean=("value", "mean"),
+                                               sd=("value", "std"), n_seeds=("value", "count")).reset_index()
+    out["se"] = (out["sd"] / out["n_seeds"].pow(0.5)).fillna(0.0)
+    out["n_failed"] = [failed[tuple(r[k] for k in keys)] for _, r in out.iterrows()]
+    return out[columns]

@@ -70,7 +70,7 @@ def ablation_stage(method: str, n: int, pretraining: str, seeds: Sequence[int], 
         records += fit_stage(method, n, pretraining, list(seeds), checkpoint=checkpoint, prior_path=prior_path,
                              tuning_path=tuning_path, data_cfg=data_cfg, model_cfg=model_cfg,
                              train_cfg=train_cfg, outs=list(value_outs), overrides=overrides, device=device,
-                             score_ood=False)  # the ablations' figures do not score OOD detection
+                             score_ood=False, prune=False)  # the ablations' figures score neither OOD nor pruning
         log.info("ablation %s %s=%s%s: %d runs in %.1f s", method, key, value,
                  f" ({convention} convention)" if convention else "", len(seeds), time.perf_counter() - t0)
     return records

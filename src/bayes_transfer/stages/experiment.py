@@ -31,14 +31,16 @@ from torch.utils.data import Dataset
 
 from bayes_transfer.device import get_device
 from bayes_transfer.inference.loop import FitResult, Hyper
-from bayes_transfer.inference.methods import run_method
+from bayes_transfer.inference.methods import METHODS, run_method
 from bayes_transfer.inference.state import remove_checkpoints, resumable
 from bayes_transfer.integrity import input_checksums
 from bayes_transfer.io import write_json
+from bayes_transfer.models.resnets import build_model
 from bayes_transfer.priors.gaussian import GaussianPrior
 from bayes_transfer.results import metrics, ood
 from bayes_transfer.stages import selection
 from bayes_transfer.stages.job import code_version, set_threads
+from bayes_transfer.stages.pruning import posterior_pruning_curve
 from bayes_transfer.stages.source import (convert_stage, import_prior_stage, load_pretrained, prior_stage,
                                           pretrain_stage, warn_if_drift_dominated)
 from bayes_transfer.stages.task import Task, load_task, training_subset
@@ -152,12 +154,15 @@ def average_chains(chains: list[FitResult]) -> FitResult:
 def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkpoint: str,
               prior_path: str | None, tuning_path: str | None, data_cfg: Mapping, model_cfg: Mapping,
               train_cfg: Mapping, outs: list[str], overrides: Mapping | None = None,
-              device: str | None = None, checkpoint_every: int = 0, score_ood: bool = True) -> list[dict]:
+              device: str | None = None, checkpoint_every: int = 0, score_ood: bool = True,
+              prune: bool = True) -> list[dict]:
     """Fit ``method`` with the selected values on n examples for each seed; one result file per run.
 
     Each run predicts on the task's evaluation sets; on its OOD sets (``score_ood``, the default; the ablations skip
     them) the record has the OOD-detection scores against the test set (:func:`bayes_transfer.results.ood.ood_scores`)
-    instead of classification metrics.
+    instead of classification metrics. ``prune`` (the default; the ablations skip it): a variational method's record
+    has the SNR-pruning curve of its fitted posterior on the test set (``pruning``, rows of
+    :func:`~bayes_transfer.stages.pruning.posterior_pruning_curve`); the posterior itself is not kept.
 
     ``checkpoint_every > 0``: the fits are resumable (states ``<out>.fit<k>.ckpt``, see
     :func:`~bayes_transfer.inference.state.resumable`): a rerun after a kill continues from the last state and ends
@@ -183,6 +188,7 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
     hp = Hyper.from_dict(dict(train_cfg) | selected | overrides)
     eval_sets = {k: ds for k, ds in task.eval_sets().items() if score_ood or k not in task.ood}
     labels = {k: _labels_tensor(task, ds) for k, ds in eval_sets.items()}
+    keep_posterior = prune and METHODS[method].variational and "test" in eval_sets
     results = []
     for seed, out in zip(seeds, outs):
         t0 = time.perf_counter()
@@ -191,9 +197,11 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
             with resumable(out, checkpoint_every):
                 chains = [run_method(method, arch=model_cfg["arch"], pretrained_state=state,
                                      num_classes=task.num_classes, train_set=train, eval_sets=eval_sets, hp=hp,
-                                     seed=s, learned_prior=prior, device=dev, arch_kwargs=model_cfg.get("kwargs"))
+                                     seed=s, learned_prior=prior, device=dev, arch_kwargs=model_cfg.get("kwargs"),
+                                     keep_posterior=keep_posterior)
                           for s in chain_seeds(method, seed, hp.chains)]
             res = average_chains(chains)
+            posterior, res.posterior = res.posterior, None
             success, reason = res.success, res.reason
         else:
             res, success, reason = None, False, f"tuning failed: {tuning_reason}"
@@ -214,6 +222,9 @@ def fit_stage(method: str, n: int, pretraining: str, seeds: list[int], *, checkp
                 m = metrics.classification_metrics(p, labels[k], task.num_classes)
                 m["reliability"] = metrics.reliability_table(p, labels[k])
                 record["metrics"][k] = m
+        if success and keep_posterior and posterior is not None:
+            net = build_model(model_cfg["arch"], task.num_classes, **(model_cfg.get("kwargs") or {}))
+            record["pruning"] = posterior_pruning_curve(posterior, net.to(dev), train, eval_sets["test"])
         # integrity (bayes_transfer.integrity): the checksums of what this result was computed from
         record["inputs"] = input_checksums({"data": data_cfg, "model": model_cfg, "train": train_cfg,
                                             "overrides": overrides}, checkpoint=checkpoint, prior=prior_path,

@@ -1,5 +1,11 @@
-"""SNR pruning of a Bayes-by-Backprop prior (issue 14, BYOV's Fig.): source-task accuracy of the pre-trained
-network whose backbone weights are the posterior means with a fraction pruned, by |mu| / sigma against |mu|.
+"""SNR pruning of a Gaussian posterior (issue 14, BYOV's Fig.): accuracy of the network whose backbone weights
+are the posterior means with a fraction pruned, by |mu| / sigma against |mu|, without retraining.
+
+Two posteriors are pruned. A Bayes-by-Backprop prior (:func:`pruning_stage`, rule ``pruning``) on the source task,
+described next; and every variational downstream fit (:func:`posterior_pruning_curve`, called by the fit stage
+on the fitted q: the downstream network with its new head, its backbone's means pruned by their SNR or
+magnitude, BatchNorm statistics recomputed from the fit's own training images, scored on the downstream test
+set; the head, a point estimate, is never pruned).
 
 The network is the prior's checkpoint with its source head; its backbone weights are replaced by the prior's
 means, then the lowest-score fraction of every convolution and linear weight tensor is set to 0 (``scope="layer"``,
@@ -13,7 +19,7 @@ information prunes better by SNR than by magnitude; the curve says whether this 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
@@ -25,7 +31,7 @@ from bayes_transfer.stages.landscape import recompute_batchnorm_
 from bayes_transfer.stages.source import load_pretrained
 from bayes_transfer.stages.task import load_task
 
-__all__ = ["FRACTIONS", "pruning_stage"]
+__all__ = ["FRACTIONS", "pruning_stage", "posterior_pruning_curve"]
 
 #: source training images the BatchNorm statistics are recomputed from, in batches of BN_BATCH
 BN_EXAMPLES, BN_BATCH = 1024, 256
@@ -52,11 +58,7 @@ def pruning_stage(prior_path: str, checkpoint: str, data_cfg: Mapping, model_cfg
 
     def accuracy(pruned: Mapping[str, torch.Tensor]) -> float:
         net = build_model(model_cfg["arch"], task.source_classes, **(model_cfg.get("kwargs") or {}))
-        net.load_state_dict(state)
-        net.load_state_dict(means | dict(pruned), strict=False)
-        recompute_batchnorm_([net], bn_batches, net)
-        net.eval()
-        return float((net(x).argmax(-1) == y).double().mean())
+        return _pruned_accuracy(net, state, means | dict(pruned), bn_batches, [(x, y)])
 
     rows = pruning_curve({n: means[n] for n in weights}, {n: sigmas[n] for n in weights}, fractions, accuracy)
     for r in rows:
@@ -66,3 +68,61 @@ def pruning_stage(prior_path: str, checkpoint: str, data_cfg: Mapping, model_cfg
 
     write_csv(out, pd.DataFrame(rows))
     return rows
+
+
+def _pruned_accuracy(net: torch.nn.Module, state: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+                     bn_batches: Sequence[torch.Tensor], eval_batches) -> float:
+    """Accuracy on ``eval_batches`` ((inputs, labels) pairs) of ``net`` holding ``state`` with ``weights``
+    replaced, its BatchNorm statistics recomputed from ``bn_batches``."""
+    device = next(net.parameters()).device
+    net.load_state_dict(state)
+    net.load_state_dict(dict(weights), strict=False)
+    recompute_batchnorm_([net], bn_batches, lambda xb: net(xb.to(device)))
+    net.eval()
+    correct = total = 0
+    for xb, yb in eval_batches:
+        correct += int((net(xb.to(device)).argmax(-1).cpu() == yb).sum())
+        total += len(yb)
+    return correct / total
+
+
+def _batches(ds, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``ds`` in order as (inputs, labels) batches of at most ``batch`` examples."""
+    if isinstance(ds, torch.utils.data.TensorDataset):
+        xs, ys = ds.tensors[0], ds.tensors[1]
+        for i in range(0, len(ds), batch):
+            yield xs[i:i + batch], ys[i:i + batch].long()
+        return
+    for i in range(0, len(ds), batch):
+        items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
+        yield torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
+
+
+@torch.no_grad()
+def posterior_pruning_curve(posterior: Mapping, net: torch.nn.Module, train_set, test_set,
+                            fractions: Sequence[float] = FRACTIONS) -> list[dict]:
+    """The pruning curve of a variational fit's posterior (``FitResult.posterior``: ``state``, the network's
+    state dict at the means; ``sigma``, the backbone's standard deviations): downstream test accuracy of ``net``
+    (a network of the fit's architecture and classes) with the backbone's convolution and linear weights pruned,
+    BatchNorm statistics recomputed from ``train_set`` (at most :data:`BN_EXAMPLES` of its images). Rows as
+    :func:`~bayes_transfer.results.pruning.pruning_curve`'s."""
+    state, sigma = posterior["state"], posterior["sigma"]
+    weights = [n for n, s in sigma.items() if s.dim() > 1]
+    if not weights:
+        raise ValueError("the posterior has no convolution or linear weights to prune")
+    bn_batches = [x for x, _ in _batches(train_set, BN_BATCH)]
+    kept, seen = [], 0
+    for x in bn_batches:
+        if seen >= BN_EXAMPLES:
+            break
+        kept.append(x[:BN_EXAMPLES - seen])
+        seen += len(kept[-1])
+    test = list(_batches(test_set, BN_BATCH))
+
+    def accuracy(pruned: Mapping[str, torch.Tensor]) -> float:
+        return _pruned_accuracy(net, state, pruned, kept, test)
+
+    try:
+        return pruning_curve({n: state[n] for n in weights}, {n: sigma[n] for n in weights}, fractions, accuracy)
+    finally:
+        net.load_state_dict(state)
