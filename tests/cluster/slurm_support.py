@@ -120,6 +120,13 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     return conf
 
 
+def copy_env(env: dict, workdir: Path) -> dict:
+    """``env`` for a workflow copy whose jobs import the copy's own ``src`` (copied with it), not the editable
+    install's tree: an edit or a commit in the checkout while a long cluster test runs cannot change the code
+    (or the ``code_version`` the runs record) between the runs the test compares."""
+    return env | {"PYTHONPATH": str(workdir / "src"), "OMP_NUM_THREADS": "1"}
+
+
 def cpu_profile(workdir: Path, retries: int = 1) -> None:
     """The repository's Slurm profile with the GPU requests taken out (the test cluster has no GPU) and
     requests that fit one small node; everything else (executor, retries, groups, requeue) unchanged."""

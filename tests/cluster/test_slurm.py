@@ -14,7 +14,7 @@ import sys
 import pytest
 import yaml
 
-from slurm_support import ROOT, cpu_generic_profile, cpu_profile
+from slurm_support import ROOT, copy_env, cpu_generic_profile, cpu_profile
 from slurm_support import run as _run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -31,8 +31,8 @@ def test_profile_requests_a_gpu_for_every_training_rule():
 
 
 def test_smoke_config_runs_as_slurm_jobs(slurm_cluster, tmp_path, copy_workflow):
-    env = slurm_cluster["env"] | {"OMP_NUM_THREADS": "1"}
     copy_workflow(tmp_path, extra=("src",))
+    env = copy_env(slurm_cluster["env"], tmp_path)
     cpu_profile(tmp_path)
     cmd = [sys.executable, "-m", "snakemake", "--configfile", "configs/smoke.yaml",
            "--workflow-profile", "workflow/profiles/slurm", "--executor", "slurm",
@@ -63,8 +63,8 @@ def test_smoke_config_runs_as_slurm_jobs(slurm_cluster, tmp_path, copy_workflow)
 
 def test_smoke_config_runs_as_sbatch_jobs_through_the_cluster_generic_profile(slurm_cluster, tmp_path,
                                                                             copy_workflow):
-    env = slurm_cluster["env"] | {"OMP_NUM_THREADS": "1"}
     copy_workflow(tmp_path, extra=("src",))
+    env = copy_env(slurm_cluster["env"], tmp_path)
     cpu_generic_profile(tmp_path)
     before = set(re.findall(r"JobId=(\d+)", _run(["scontrol", "show", "job", "-o"], env=env).stdout))
     cmd = [sys.executable, "-m", "snakemake", "--configfile", "configs/smoke.yaml",
