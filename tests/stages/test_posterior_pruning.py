@@ -26,22 +26,16 @@ def network():
     return data, net, copy.deepcopy(net.state_dict())
 
 
-def _posterior(state, sigma_of):
-    backbone = [n for n, _ in split_named_parameters_of(state)]
-    return {"state": state, "sigma": {n: sigma_of(n, state[n]) for n in backbone}}
-
-
-def split_named_parameters_of(state):
-    net = build_model("small_resnet", 5)
-    net.load_state_dict(state)
-    return list(split_named_parameters(net)[0].items())
+def _posterior(net, state, sigma_of):
+    """A posterior of ``net``'s backbone at ``state``, with sigma_of(name, mean) as its standard deviations."""
+    return {"state": state, "sigma": {n: sigma_of(n, state[n]) for n in split_named_parameters(net)[0]}}
 
 
 def test_constant_sigma_per_tensor_ranks_as_magnitude_and_the_network_is_restored(network):
     data, net, state = network
     # sigma constant within each tensor: |mu| / sigma orders every tensor's weights as |mu| does, so the per-layer
     # SNR and magnitude curves are the same numbers
-    post = _posterior(state, lambda n, p: torch.full_like(p, 0.1 + 0.01 * len(n)))
+    post = _posterior(net, state, lambda n, p: torch.full_like(p, 0.1 + 0.01 * len(n)))
     rows = posterior_pruning_curve(post, net, train_subset(data, 20, 0), data.test, fractions=(0.0, 0.5, 0.9))
     by = {(r["criterion"], r["fraction"]): r for r in rows}
     assert len(rows) == 6
@@ -63,7 +57,7 @@ def test_sigma_small_on_the_large_weights_makes_snr_prune_as_magnitude(network):
         s[p.abs() >= p.abs().median()] = 1e-3
         return s
 
-    rows = posterior_pruning_curve(_posterior(state, sigma), net, train_subset(data, 20, 0), data.test,
+    rows = posterior_pruning_curve(_posterior(net, state, sigma), net, train_subset(data, 20, 0), data.test,
                                    fractions=(0.5,))
     assert rows[0]["criterion"] == "snr" and rows[0]["value"] == rows[1]["value"]
 

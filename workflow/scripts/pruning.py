@@ -4,7 +4,7 @@ import pandas as pd
 
 from bayes_transfer.logs import job_log
 from bayes_transfer.results import html
-from bayes_transfer.results.plots import pruning_plot
+from bayes_transfer.results.pruning_plots import pruning_plot
 from bayes_transfer.stages.experiment import set_threads
 from bayes_transfer.stages.pruning import pruning_stage
 

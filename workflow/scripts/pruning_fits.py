@@ -7,7 +7,7 @@ from pathlib import Path
 from bayes_transfer.io import write_csv
 from bayes_transfer.logs import job_log
 from bayes_transfer.results import html
-from bayes_transfer.results.plots import fit_pruning_plot
+from bayes_transfer.results.pruning_plots import fit_pruning_plot
 from bayes_transfer.results.pruning import fit_pruning_summary
 
 out = snakemake.output

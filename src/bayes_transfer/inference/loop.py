@@ -169,9 +169,7 @@ class FitResult:
     (segmentation): mean IoU etc. of the per-pixel Bayesian model average. Both are empty after a failure.
     ``prior_energy``: ``-log p(theta) / N`` of the backbone prior at the end (None without one, or after a
     failure); ``prior_quadratic`` its data-dependent part ``(theta - mu)^T Sigma^{-1} (theta - mu) / (2 N)``,
-    which is ~0 when the prior does not bind. ``posterior`` (variational fits asked to keep it): the fitted
-    mean-field Gaussian, ``{"state": the model's state dict with the backbone at the means, "sigma": {backbone
-    name: standard deviations}}``, which the fit stage prunes by SNR and drops before anything is written.
+    which is ~0 when the prior does not bind. ``posterior``: a variational fit's q when asked (``fit_variational``).
     """
 
     probs: dict[str, Tensor]

@@ -110,9 +110,8 @@ def posterior_pruning_curve(posterior: Mapping, net: torch.nn.Module, train_set,
     weights = [n for n, s in sigma.items() if s.dim() > 1]
     if not weights:
         raise ValueError("the posterior has no convolution or linear weights to prune")
-    bn_batches = [x for x, _ in _batches(train_set, BN_BATCH)]
-    kept, seen = [], 0
-    for x in bn_batches:
+    kept, seen = [], 0  # the first BN_EXAMPLES training images, read no further
+    for x, _ in _batches(train_set, BN_BATCH):
         if seen >= BN_EXAMPLES:
             break
         kept.append(x[:BN_EXAMPLES - seen])
